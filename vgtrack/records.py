@@ -1,0 +1,90 @@
+"""What training hands to tracking: one :class:`EpochRecord` per epoch, one :class:`RunResult` per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Per-layer statistics, in the order instrument.py computes them. Gradient statistics are the mean
+# over the epoch's batches of each batch's statistic; kernel statistics are taken at the epoch's end.
+GRADIENT_STATS = ("grad_mean_abs", "grad_std", "grad_l2")
+KERNEL_STATS = ("kernel_l1", "kernel_mean", "kernel_std")
+# Percentiles of each layer's kernel gradient at the epoch's last batch (TensorBoard's distribution bands).
+PERCENTILES = (0, 7, 16, 31, 50, 69, 84, 93, 100)
+PERCENTILE_STATS = tuple(f"grad_p{p:03d}" for p in PERCENTILES)
+LAYER_STATS = GRADIENT_STATS + KERNEL_STATS + PERCENTILE_STATS
+SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of one run: scalar metrics and a ``(n_layers,)`` array per layer statistic."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    layers: tuple[str, ...]
+    stats: dict[str, np.ndarray] = field(repr=False)
+
+    def scalars(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in SCALARS}
+
+    def layer_values(self) -> dict[str, float]:
+        """``{"grad_mean_abs/layer_01": ..., ...}``: the keys sort by layer in the MLflow UI."""
+        return {f"{stat}/{layer}": float(self.stats[stat][i]) for stat in LAYER_STATS for i, layer in enumerate(self.layers)}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A trained run: its full history, final weights and, if it diverged, why."""
+
+    history: tuple[EpochRecord, ...]
+    seconds: float
+    weights: list = field(default_factory=list, repr=False)  # [kernel_1, bias_1, ...] as model.build_model orders them
+    failure: str | None = None
+    dead_share: float = 0.0  # share of hidden units that never fire on the data with the final weights
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1].scalars()
+
+
+def history_frame(history: tuple[EpochRecord, ...] | list[EpochRecord]):
+    """The full-resolution history as a wide DataFrame: one row per epoch.
+
+    Columns: ``epoch``, the scalars, then ``<stat>/<layer>`` for every layer statistic.
+    """
+    import pandas as pd
+
+    rows = [{"epoch": r.epoch, **r.scalars(), **r.layer_values()} for r in history]
+    return pd.DataFrame(rows)
+
+
+# The per-layer statistics that go to MLflow metrics (every LAYER_STATS column goes to the history artifact).
+LOGGED_LAYER_STATS = ("grad_mean_abs", "grad_std", "grad_l2", "kernel_l1")
+
+
+def logged_epochs(epochs: int, n_layers: int, budget: int) -> range:
+    """Epochs whose metrics go to MLflow so that a run logs about ``budget`` points at most.
+
+    Every series (the four scalars and four statistics per layer) is sampled with the same
+    stride; the last epoch is always logged too (the caller adds it).
+
+    Example:
+        >>> logged_epochs(500, 6, 500)   # 28 series x 500 epochs = 14,000 points -> every 28th epoch
+        range(0, 500, 28)
+    """
+    series = len(SCALARS) + len(LOGGED_LAYER_STATS) * n_layers
+    stride = max(1, -(-series * epochs // budget))
+    return range(0, epochs, stride)
+
+
+def metric_values(record: EpochRecord) -> dict[str, float]:
+    """What MLflow receives for one epoch: the scalars and ``<stat>/layer_NN`` for LOGGED_LAYER_STATS."""
+    values = record.scalars()
+    for stat in LOGGED_LAYER_STATS:
+        values |= {f"{stat}/{layer}": float(v) for layer, v in zip(record.layers, record.stats[stat])}
+    return values

@@ -1,0 +1,209 @@
+"""Train runs: ``train(run, data, settings) -> RunResult`` and ``train_group(runs, ...)``.
+
+Never imports mlflow: every epoch becomes an :class:`~vgtrack.records.EpochRecord` handed to
+``on_epoch``, and whoever called ``train`` decides where records go.
+
+Runs that share an architecture and optimizer (:func:`vgtrack.grid.stack_key`) train together
+as replicas of one :class:`~vgtrack.stack.StackedMLP`. One epoch is one ``tf.function`` call:
+each replica's shuffled batches, the optimizer steps, the per-layer gradient statistics of every
+step (taken from the gradients the optimizer applies) and the test evaluation all run inside one
+graph. This removes the per-step and per-model overhead of ``model.fit`` while training the same
+function: the same initial weights as ``model.build_model``, the same loss, the same Keras
+optimizer; tests check it against a plain Keras model to 1e-5.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from vgtrack.data import Dataset
+from vgtrack.errors import RunFailed
+from vgtrack.grid import Run, stack_key
+from vgtrack.records import GRADIENT_STATS, KERNEL_STATS, PERCENTILE_STATS, PERCENTILES, EpochRecord, RunResult
+from vgtrack.spec import TrainSpec
+
+_configured = False
+
+
+def _tensorflow():
+    """Import TensorFlow quietly, with one thread per op: these models are far too small to split,
+    and ``--workers`` puts one process on each core instead."""
+    global _configured
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if not _configured:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # the runtime was already started by someone else; keep its settings
+            pass
+        _configured = True
+    return tf
+
+
+def warm_up() -> None:
+    """Import TensorFlow and Keras (seconds, once per process) before the first group needs them."""
+    _tensorflow()
+    import keras  # noqa: F401
+
+
+def _epoch_function(mlp, optimizer, data: Dataset, batch_size: int, statistics: bool = True):
+    """A compiled function ``orders (K, n) -> dict of (K, ...) tensors`` that trains one epoch.
+
+    ``statistics=False`` leaves the per-layer statistics out (zeros): only the benchmark uses it,
+    to measure what they cost.
+    """
+    import keras
+
+    from vgtrack.instrument import gradient_percentiles, gradient_stats, kernel_stats
+
+    tf = _tensorflow()
+    k = mlp.replicas
+    x_train, y_train = tf.constant(data.x_train), tf.constant(data.y_train[:, None])
+    x_test = tf.constant(np.broadcast_to(data.x_test, (k, *data.x_test.shape)))
+    y_test = tf.constant(np.broadcast_to(data.y_test[:, None], (k, len(data.y_test), 1)))
+    n = len(data.x_train)
+    n_batches = -(-n // batch_size)
+
+    def losses(y, p):  # (K,): each replica's mean binary cross-entropy, as keras.losses.BinaryCrossentropy
+        return tf.reduce_mean(keras.losses.binary_crossentropy(y, p), axis=1)
+
+    def correct(y, p):  # (K,): how many each replica gets right at threshold 0.5
+        return tf.reduce_sum(tf.cast(tf.equal(tf.cast(p > 0.5, y.dtype), y), tf.float32), axis=[1, 2])
+
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            pred = mlp(xb)
+            loss = losses(yb, pred)
+            total = tf.reduce_sum(loss)  # d total / d replica k's weights = replica k's own gradient
+        grads = tape.gradient(total, mlp.variables)
+        optimizer.apply(grads, mlp.variables)
+        size = tf.cast(tf.shape(xb)[1], tf.float32)
+        blocks = mlp.kernel_blocks(grads)
+        stats = gradient_stats(blocks) if statistics else tf.zeros((k, mlp.depth + 1, len(GRADIENT_STATS)))
+        return loss * size, correct(yb, pred), stats, blocks
+
+    @tf.function
+    def run_epoch(orders):
+        xs, ys = tf.gather(x_train, orders), tf.gather(y_train, orders)  # (K, n, 2), (K, n, 1)
+        loss_sum = tf.zeros((k,))
+        hits = tf.zeros((k,))
+        grad_sum = tf.zeros((k, mlp.depth + 1, len(GRADIENT_STATS)))
+        last_grads = [tf.zeros_like(block) for block in mlp.kernel_blocks()]
+        # A graph loop over the batches, the last one possibly smaller: one traced step, whatever the depth.
+        for i in tf.range(n_batches):
+            start = i * batch_size
+            stop = tf.minimum(start + batch_size, n)
+            batch_loss, batch_hits, batch_grads, last_grads = step(xs[:, start:stop], ys[:, start:stop])
+            loss_sum += batch_loss
+            hits += batch_hits
+            grad_sum += batch_grads
+        test_pred = mlp(x_test)
+        return {
+            "train_loss": loss_sum / n,
+            "train_accuracy": hits / n,
+            "test_loss": losses(y_test, test_pred),
+            "test_accuracy": correct(y_test, test_pred) / len(data.x_test),
+            "grad": grad_sum / n_batches,
+            # the distribution is taken at the epoch's last batch: sorting every batch would cost more than training
+            "percentiles": gradient_percentiles(last_grads, PERCENTILES) if statistics else tf.zeros((k, mlp.depth + 1, len(PERCENTILES))),
+            "kernel": kernel_stats(mlp.kernel_blocks()) if statistics else tf.zeros((k, mlp.depth + 1, len(KERNEL_STATS))),
+        }
+
+    return run_epoch
+
+
+def train_group(
+    runs: Sequence[Run],
+    data: Dataset,
+    settings: TrainSpec,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
+    statistics: bool = True,
+) -> list[RunResult]:
+    """Train runs that share :func:`~vgtrack.grid.stack_key` together; one result per run, in order.
+
+    A replica whose loss becomes NaN or infinite stops emitting records and its result carries
+    the reason in ``failure``; the others train on. ``on_epoch(i, record)`` receives run i's
+    records; an exception it raises (an interrupt, say) stops the whole group.
+    """
+    import keras
+
+    from vgtrack.model import build_optimizer, initial_weights, layer_names
+    from vgtrack.stack import StackedMLP
+
+    if len({stack_key(run.cell) for run in runs}) != 1:
+        raise ValueError(f"Received runs that cannot share a graph: {sorted({run.cell.name for run in runs})}")
+    tf = _tensorflow()
+    started = time.perf_counter()
+    cell = runs[0].cell
+    mlp = StackedMLP(cell.activation, [initial_weights(run.cell, run.seed) for run in runs])
+    keras.utils.set_random_seed(runs[0].seed)
+    optimizer = build_optimizer(cell)
+    optimizer.build(mlp.variables)
+    run_epoch = _epoch_function(mlp, optimizer, data, settings.batch_size, statistics)
+    layers = [tuple(layer_names(run.cell.depth)) for run in runs]
+    shuffles = [np.random.default_rng(run.seed) for run in runs]
+    histories: list[list[EpochRecord]] = [[] for _ in runs]
+    failures: list[str | None] = [None] * len(runs)
+    n = len(data.x_train)
+    for epoch in range(settings.epochs):
+        orders = np.stack([shuffle.permutation(n) for shuffle in shuffles]).astype(np.int32)
+        out = {name: value.numpy() for name, value in run_epoch(tf.constant(orders)).items()}
+        for i in range(len(runs)):
+            if failures[i] is not None:
+                continue
+            columns = mlp.layer_columns(i)
+            stats = {name: out["grad"][i, columns, j] for j, name in enumerate(GRADIENT_STATS)}
+            stats |= {name: out["kernel"][i, columns, j] for j, name in enumerate(KERNEL_STATS)}
+            stats |= {name: out["percentiles"][i, columns, j] for j, name in enumerate(PERCENTILE_STATS)}
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=float(out["train_loss"][i]),
+                train_accuracy=float(out["train_accuracy"][i]),
+                test_loss=float(out["test_loss"][i]),
+                test_accuracy=float(out["test_accuracy"][i]),
+                layers=layers[i],
+                stats=stats,
+            )
+            histories[i].append(record)
+            if on_epoch is not None:
+                on_epoch(i, record)
+            if not np.isfinite(record.train_loss):
+                failures[i] = f"train loss became {record.train_loss} at epoch {epoch}"
+    dead = mlp.dead_shares(data.x_all)
+    seconds = (time.perf_counter() - started) / len(runs)
+    return [
+        RunResult(history=tuple(history), seconds=seconds, weights=mlp.replica_weights(i), failure=failure, dead_share=dead[i])
+        for i, (history, failure) in enumerate(zip(histories, failures))
+    ]
+
+
+def train(
+    run: Run,
+    data: Dataset,
+    settings: TrainSpec,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> RunResult:
+    """Train one run's model for ``settings.epochs`` epochs and return its history.
+
+    The same (cell, seed) gives the same numbers every time, alone or in a group: its initial
+    weights are those of ``model.build_model`` after ``keras.utils.set_random_seed(seed)`` and a
+    NumPy generator seeded alike shuffles every epoch.
+
+    Raises:
+        RunFailed: the loss became NaN or infinite; the epoch that did it was still emitted.
+
+    Example:
+        >>> result = train(expand(spec)[0], load_dataset(spec.data), spec.train)  # doctest: +SKIP
+        >>> result.final["test_accuracy"]
+        0.816
+    """
+    (result,) = train_group([run], data, settings, None if on_epoch is None else (lambda _, record: on_epoch(record)))
+    if result.failure is not None:
+        raise RunFailed(result.failure)
+    return result
