@@ -1,0 +1,200 @@
+"""End to end through ``python -m vgtrack.sweep`` on real MLflow sqlite stores in temp dirs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from vgtrack.sweep import main
+from vgtrack.tracking import open_client
+
+from conftest import ROOT, tiny_spec
+
+
+def _children(uri: str, experiment: str = "tiny"):
+    client = open_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.role = 'run'", max_results=1000)
+    return client, runs
+
+
+def _parents(uri: str, experiment: str = "tiny"):
+    client = open_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], "tags.role = 'sweep'", max_results=1000)
+
+
+def test_sweep_logs_params_metrics_tags_and_artifacts(write_spec, store, capsys):
+    path = write_spec(tiny_spec())
+    assert main([str(path), "--tracking-uri", store, "--no-progress"]) == 0
+    client, runs = _children(store)
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        ["tanh-xavier-sgd-d01-w03-s0", "tanh-xavier-sgd-d02-w03-s0", "relu-xavier-sgd-d01-w03-s0", "relu-xavier-sgd-d02-w03-s0"]
+    )
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    (parent,) = _parents(store)
+    assert parent.info.status == "FINISHED"
+    run = next(r for r in runs if r.info.run_name == "relu-xavier-sgd-d02-w03-s0")
+    params = run.data.params
+    assert {k: params[k] for k in ("depth", "width", "activation", "initializer", "optimizer", "seed", "epochs", "batch_size")} == {
+        "depth": "2", "width": "3", "activation": "relu", "initializer": "xavier", "optimizer": "sgd",
+        "seed": "0", "epochs": "4", "batch_size": "32",
+    }
+    assert (params["learning_rate"], params["momentum"], params["n_samples"], params["factor"]) == ("0.01", "0.9", "120", "0.8")
+    tags = run.data.tags
+    assert tags["mlflow.parentRunId"] == parent.info.run_id
+    assert tags["sweep"] == "tiny" and tags["seed"] == "0" and len(tags["run_key"]) == 16 and len(tags["cell_id"]) == 16
+    # step = epoch; with metric_points 50, a depth-2 run (16 series x 4 epochs) logs every 2nd epoch and the last
+    for key in ("test_accuracy", "train_loss", "grad_mean_abs/layer_01", "kernel_l1/layer_03"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 2, 3]
+    shallow = next(r for r in runs if r.info.run_name == "relu-xavier-sgd-d01-w03-s0")
+    assert [m.step for m in client.get_metric_history(shallow.info.run_id, "test_accuracy")] == [0, 1, 2, 3]
+    layer_keys = sorted(k for k in run.data.metrics if k.startswith("grad_mean_abs/"))
+    assert layer_keys == ["grad_mean_abs/layer_01", "grad_mean_abs/layer_02", "grad_mean_abs/layer_03"]
+    for stat in ("grad_std", "grad_l2", "kernel_l1"):
+        assert f"{stat}/layer_03" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"history.parquet", "accuracy.png", "gradients.png"}
+    import pandas as pd
+
+    frame = pd.read_parquet(client.download_artifacts(run.info.run_id, "history.parquet"))
+    assert len(frame) == 4 and frame["test_accuracy"].iloc[-1] == pytest.approx(run.data.metrics["test_accuracy"])
+    assert "spec.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_rerun_skips_finished_runs(write_spec, store, capsys):
+    path = write_spec(tiny_spec())
+    assert main([str(path), "--tracking-uri", store, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main([str(path), "--tracking-uri", store, "--no-progress"]) == 0
+    assert "4 runs, 4 already finished (skipped), 0 to run" in capsys.readouterr().err
+    _, runs = _children(store)
+    assert len(runs) == 4
+    # one more seed: only the new runs train
+    path = write_spec(tiny_spec(seeds=2))
+    assert main([str(path), "--tracking-uri", store, "--no-progress"]) == 0
+    assert "8 runs, 4 already finished (skipped), 4 to run" in capsys.readouterr().err
+    _, runs = _children(store)
+    assert len(runs) == 8 and len({r.data.tags["run_key"] for r in runs}) == 8
+
+
+def test_dry_run_trains_nothing(write_spec, tmp_path, capsys):
+    path = write_spec(tiny_spec(seeds=3))
+    assert main([str(path), "--dry-run", "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny: 12 runs = 4 cells x 3 seeds x 4 epochs\n")
+    assert "relu-xavier-sgd-d02-w03" in out and "estimated duration: ~" in out
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_failed_run_is_recorded_and_the_sweep_goes_on(write_spec, store):
+    # depth 3 relu + N(0, 1) at lr 1e12 diverges to NaN; the other cell trains normally
+    spec = tiny_spec(grid={"depth": 3, "activation": ["relu", "tanh"], "initializer": "normal"}, optimizers={"sgd": {"learning_rate": 1e12}})
+    spec["exclude"] = []
+    path = write_spec(spec)
+    assert main([str(path), "--tracking-uri", store, "--no-progress"]) == 0
+    _, runs = _children(store)
+    by_name = {r.info.run_name: r for r in runs}
+    failed = by_name["relu-normal-sgd-d03-w05-s0"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failure_reason"].startswith("train loss became nan")
+    assert len(by_name) == 2
+
+
+def _wait_for_running(uri: str, proc, timeout: float = 240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) before a run started: {proc.stderr.read()[-2000:]}")
+        try:
+            client, runs = _children(uri)
+        except Exception:  # the store or experiment does not exist yet
+            runs = []
+        running = [r for r in runs if r.info.status == "RUNNING"]
+        if running and client.get_metric_history(running[0].info.run_id, "train_loss"):
+            return running[0]
+        time.sleep(0.3)
+    raise AssertionError("no run started training in time")
+
+
+def _start_sweep(path, uri):
+    return subprocess.Popen(
+        [sys.executable, "-m", "vgtrack.sweep", str(path), "--tracking-uri", uri, "--no-progress"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_marks_the_run_killed_and_rerun_finishes(write_spec, store, signum):
+    path = write_spec(tiny_spec(train={"epochs": 3000, "batch_size": 32}))
+    proc = _start_sweep(path, store)
+    victim = _wait_for_running(store, proc)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10, "a stop request must be honoured within seconds"
+    assert proc.returncode == 130, err
+    client, runs = _children(store)
+    assert {r.info.status for r in runs} == {"KILLED"}
+    assert client.get_run(victim.info.run_id).info.status == "KILLED"
+    assert [p.info.status for p in _parents(store)] == ["KILLED"]
+    assert len(client.get_metric_history(victim.info.run_id, "train_loss")) > 0  # what was logged is kept
+
+
+def test_sigkilled_sweep_is_reaped_and_rerun(write_spec, store, capsys):
+    path = write_spec(tiny_spec(train={"epochs": 3000, "batch_size": 32}))
+    proc = _start_sweep(path, store)
+    victim = _wait_for_running(store, proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    client, _ = _children(store)
+    assert client.get_run(victim.info.run_id).info.status == "RUNNING"  # nobody could end it
+    proc = _start_sweep(path, store)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "orphaned RUNNING runs marked KILLED" in err
+    client, runs = _children(store)
+    assert client.get_run(victim.info.run_id).info.status == "KILLED"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 4 and len({r.data.tags["run_key"] for r in finished}) == 4
+    assert victim.data.tags["run_key"] in {r.data.tags["run_key"] for r in finished}
+    assert sorted(p.info.status for p in _parents(store)) == ["FINISHED", "KILLED"]
+
+
+def test_saved_model_loads_and_reproduces_the_logged_accuracy(write_spec, store):
+    import keras
+    import numpy as np
+
+    from vgtrack.data import load_dataset
+    from vgtrack.spec import parse_spec
+
+    content = tiny_spec(grid={"depth": 2, "width": 3, "activation": "relu", "initializer": "he"}, tracking={"save_model": True})
+    path = write_spec(content)
+    assert main([str(path), "--tracking-uri", store, "--no-progress", "--workers", "1"]) == 0
+    client, (run,) = _children(store)
+    assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    model = keras.saving.load_model(client.download_artifacts(run.info.run_id, "model.keras"))
+    data = load_dataset(parse_spec(content).data)
+    accuracy = np.mean((model.predict(data.x_test, verbose=0)[:, 0] > 0.5) == data.y_test)
+    assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+    _, keras_accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
+    assert keras_accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_two_workers_share_one_sqlite_store(write_spec, store):
+    path = write_spec(tiny_spec(grid={"depth": [1, 2, 3], "width": [3, 4], "activation": ["tanh", "relu"]}, seeds=2))
+    done = subprocess.run(
+        [sys.executable, "-m", "vgtrack.sweep", str(path), "--tracking-uri", store, "--no-progress", "--workers", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "database is locked" not in done.stderr
+    assert "24 finished, 0 failed, 0 skipped, 0 not done" in done.stderr
+    _, runs = _children(store)
+    assert len(runs) == 24 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["run_key"] for r in runs}) == 24
+    assert len({r.data.tags["pid"] for r in runs}) == 1  # one process writes to MLflow: the sweep's

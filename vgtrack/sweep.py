@@ -1,0 +1,307 @@
+"""``python -m vgtrack.sweep SPEC``: train every run of a sweep file and log it to MLflow.
+
+Runs that already have a FINISHED run in the experiment are skipped, so running the same
+command again resumes an interrupted sweep. Ctrl-C (or SIGTERM) stops the workers at once,
+marks every run in progress KILLED and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vgtrack.errors import SpecError
+from vgtrack.grid import Grid, Run, expand, stack_groups
+from vgtrack.spec import SweepSpec, load_spec
+
+# The --dry-run estimate. One epoch of a group of K replicas, deepest D, width w, takes about
+# EPOCH_BASE + EPOCH_PER_LAYER * (D + 1) + K * (D + 1) * (REPLICA_LAYER + REPLICA_LAYER_PER_UNIT * w)
+# seconds; a group adds TRACE_PER_LAYER * D to build its graph, a run RUN_OVERHEAD (MLflow, figures),
+# a sweep START_UP. Fitted to measurements on the 2-core development machine (default data).
+EPOCH_BASE, EPOCH_PER_LAYER = 0.005, 0.0006
+REPLICA_LAYER, REPLICA_LAYER_PER_UNIT = 2.4e-5, 4.4e-6
+TRACE_PER_LAYER, RUN_OVERHEAD, START_UP = 0.05, 0.2, 8.0
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; raised by the parent's loop within a fraction of a second."""
+
+
+class _StopFlag:
+    """The first Ctrl-C/SIGTERM asks the parent's loop to stop (it ends the runs in progress as
+    KILLED); a second Ctrl-C raises KeyboardInterrupt wherever the parent is."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping; runs in progress end as KILLED", file=sys.stderr)
+
+    def __enter__(self) -> _StopFlag:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass
+class SweepOutcome:
+    total: int
+    skipped: int
+    finished: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    tracking_seconds: float = 0.0  # CPU seconds the sweep process spent logging to MLflow
+    training_seconds: float = 0.0  # CPU seconds the workers spent in train_group, summed
+    artifact_seconds: float = 0.0  # CPU seconds the workers spent writing history.parquet and figures
+
+    @property
+    def missing(self) -> int:
+        return self.total - self.skipped - self.finished
+
+
+def estimate_seconds(spec: SweepSpec, grid: Grid, workers: int = 1) -> float:
+    """Rough wall time of the whole sweep on ``workers`` processes of the development machine."""
+    batches = max(1.0, spec.data.n_train / spec.train.batch_size / 16)  # the constants were measured with 16 batches
+    total = 0.0
+    for group in plan_groups(list(grid), workers):
+        k, deepest, width = len(group), max(r.cell.depth for r in group), group[0].cell.width
+        epoch = EPOCH_BASE + EPOCH_PER_LAYER * (deepest + 1) + k * (deepest + 1) * (REPLICA_LAYER + REPLICA_LAYER_PER_UNIT * width)
+        total += epoch * batches * spec.train.epochs + TRACE_PER_LAYER * deepest + RUN_OVERHEAD * k
+    return START_UP + total / workers
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe(spec: SweepSpec, grid: Grid, workers: int) -> str:
+    """The ``--dry-run`` text: run count, the cells as a table, estimated duration."""
+    import pandas as pd
+
+    table = pd.DataFrame([c.params() for c in grid.cells])
+    table.index = [c.name for c in grid.cells]
+    with pd.option_context("display.max_rows", 40, "display.width", 120):
+        cells = table.to_string(max_rows=40)
+    return (
+        f"{spec.name}: {len(grid)} runs = {len(grid.cells)} cells x {len(spec.seeds)} seeds "
+        f"x {spec.train.epochs} epochs\n{cells}\n"
+        f"estimated duration: ~{_duration(estimate_seconds(spec, grid, workers))} on {workers} worker{'s' if workers > 1 else ''}"
+    )
+
+
+def run_params(spec: SweepSpec, run: Run) -> dict:
+    """What MLflow records as the run's params: every axis, the seed, training and data settings."""
+    return {**run.cell.params(), "seed": run.seed, **spec.train.model_dump(), **spec.data.model_dump()}
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def plan_groups(runs: list[Run], workers: int) -> list[list[Run]]:
+    """Groups of runs that train together, most work first so that the workers finish together.
+
+    Groups are capped so that every worker gets a few (and progress moves), and at 64 replicas.
+    """
+    cap = max(1, min(64, -(-len(runs) // (2 * workers))))
+    groups = stack_groups(runs, cap)
+    return sorted(groups, key=lambda g: -len(g) * (max(r.cell.depth for r in g) + 1) * max(g[0].cell.width, 10) ** 2)
+
+
+class _Sweeping:
+    """The parent's side of a sweep: turns worker messages into MLflow runs and a progress bar."""
+
+    def __init__(self, spec: SweepSpec, tracker, groups: list[list[Run]], bar, outcome: SweepOutcome) -> None:
+        self.spec, self.tracker, self.groups, self.bar, self.outcome = spec, tracker, groups, bar, outcome
+        self.runs: dict[int, list] = {}  # gid -> RunTrackers of a started group
+        self.remaining = set(range(len(groups)))
+        self.tracking_seconds = 0.0
+        self.worker_training = self.worker_artifacts = 0.0
+
+    def _start(self, gid: int) -> list:
+        if gid not in self.runs:
+            self.runs[gid] = [self.tracker.start_run(run, self.spec.name, run_params(self.spec, run)) for run in self.groups[gid]]
+        return self.runs[gid]
+
+    def handle(self, message) -> None:
+        started = time.process_time()
+        kind, gid = message[0], message[1]
+        if kind == "start":
+            self._start(gid)
+        elif kind == "epochs":
+            trackers = self._start(gid)
+            for i, records in message[2].items():
+                trackers[i].log_records(records)
+        elif kind == "done":
+            outcomes, timings = message[2], message[3]
+            self.worker_training += timings.training
+            self.worker_artifacts += timings.artifacts
+            for run, run_tracker, out in zip(self.groups[gid], self._start(gid), outcomes):
+                if out.failure is None:
+                    run_tracker.finish(out.seconds, out.artifacts, out.tags)
+                    self.outcome.finished += 1
+                    last = f"{run.name} test_acc={out.final['test_accuracy']:.3f} {out.tags.get('verdict', '')}"
+                else:
+                    run_tracker.fail(out.failure, out.artifacts, out.tags)
+                    self.outcome.failed += 1
+                    last = f"{run.name} FAILED: {out.failure}"
+            self._close(gid)
+            self.bar.set_postfix_str(last, refresh=False)
+        elif kind == "error":
+            self.fail_group(gid, f"crashed: {message[2].strip().splitlines()[-1]}")
+        self.tracking_seconds += time.process_time() - started
+
+    def fail_group(self, gid: int, reason: str) -> None:
+        for run_tracker in self._start(gid):
+            run_tracker.fail(reason)
+        self.outcome.failed += len(self.groups[gid])
+        self._close(gid)
+
+    def _close(self, gid: int) -> None:
+        self.runs.pop(gid, None)
+        self.remaining.discard(gid)
+        self.bar.update(len(self.groups[gid]))
+
+    def kill_in_flight(self, reason: str) -> None:
+        """Every started run that has not ended becomes KILLED."""
+        for gid in list(self.runs):
+            for run_tracker in self.runs.pop(gid):
+                run_tracker.kill(reason)
+
+
+def run_sweep(
+    spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool = True, workers: int | None = None
+) -> SweepOutcome:
+    """Train and log every run of ``grid`` not yet FINISHED in the experiment, on ``workers`` processes.
+
+    Example:
+        >>> spec = load_spec("sweeps/smoke.yaml")  # doctest: +SKIP
+        >>> run_sweep(spec, expand(spec), "sqlite:///mlruns/mlflow.db", "sweeps/smoke.yaml").finished
+        8
+    """
+    from vgtrack.pool import WorkerPool
+
+    workers = workers or default_workers()
+    with tempfile.TemporaryDirectory(prefix="vgtrack-") as folder:
+        pool = WorkerPool(workers, spec, folder)  # the workers import TensorFlow while MLflow opens its store
+        try:
+            return _sweep(spec, grid, uri, spec_path, progress, workers, pool)
+        finally:
+            pool.terminate()
+
+
+def _sweep(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool, workers: int, pool) -> SweepOutcome:
+    from tqdm import tqdm
+
+    from vgtrack.tracking import SweepTracker
+
+    tracker = SweepTracker(uri, spec.experiment_name)
+    reaped = tracker.reap_orphans()
+    done = tracker.finished_keys()
+    todo = [run for run in grid if run.key not in done]
+    outcome = SweepOutcome(total=len(grid), skipped=len(grid) - len(todo))
+    note = f", {reaped} orphaned RUNNING runs marked KILLED" if reaped else ""
+    print(f"{spec.name}: {len(grid)} runs, {outcome.skipped} already finished (skipped), {len(todo)} to run{note}", file=sys.stderr)
+    if not todo:
+        return outcome
+    groups = plan_groups(todo, workers)
+    tracker.open(spec.name, len(grid), spec_path, Path(spec_path).read_text(encoding="utf-8"))
+    status = "FAILED"
+    bar = tqdm(total=len(grid), initial=outcome.skipped, unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    sweeping = _Sweeping(spec, tracker, groups, bar, outcome)
+    with _StopFlag() as stop:
+        try:
+            for gid, group in enumerate(groups):
+                pool.submit(gid, group)
+            while sweeping.remaining:
+                if stop.requested:
+                    raise Interrupted
+                message = pool.get(timeout=0.2)
+                if message is not None:
+                    sweeping.handle(message)
+                for gid, reason in pool.lost_groups():
+                    sweeping.fail_group(gid, reason)
+            pool.close()
+            status = "FINISHED"
+        except (Interrupted, KeyboardInterrupt):
+            pool.terminate()
+            sweeping.kill_in_flight("interrupted (Ctrl-C or SIGTERM)")
+            status, outcome.interrupted = "KILLED", True
+        except BaseException as exc:
+            pool.terminate()
+            for gid in list(sweeping.runs):
+                sweeping.fail_group(gid, f"the sweep crashed: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            bar.close()
+            outcome.tracking_seconds = sweeping.tracking_seconds
+            outcome.training_seconds = sweeping.worker_training
+            outcome.artifact_seconds = sweeping.worker_artifacts
+            tracker.close(status, {"finished": str(outcome.finished), "failed": str(outcome.failed), "skipped": str(outcome.skipped)})
+    return outcome
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vgtrack.sweep",
+        description="Train every run of a sweep file and log it to MLflow (default: sqlite:///mlruns/mlflow.db).",
+    )
+    parser.add_argument("spec", help="sweep file, e.g. sweeps/depth.yaml")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec)")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs and an estimated duration; train nothing")
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="training processes (default: the number of cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    grid = expand(spec)
+    if args.workers is not None and args.workers < 1:
+        print(f"--workers: expected an integer >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(describe(spec, grid, args.workers or default_workers()))
+        return 0
+    from vgtrack.tracking import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri, spec.tracking.uri)
+    started = time.monotonic()
+    try:
+        outcome = run_sweep(spec, grid, uri, args.spec, progress=not args.no_progress, workers=args.workers)
+    except KeyboardInterrupt:  # before the sweep's own handler was in place (start-up): nothing is RUNNING yet
+        print(f"{spec.name}: interrupted while starting", file=sys.stderr)
+        return 130
+    print(
+        f"{spec.name}: {outcome.finished} finished, {outcome.failed} failed, {outcome.skipped} skipped, "
+        f"{outcome.missing} not done, in {_duration(time.monotonic() - started)}; tracking URI {uri}",
+        file=sys.stderr,
+    )
+    return 130 if outcome.interrupted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""Where records go: the MLflow sink. The only module that imports mlflow.
+
+One parent run per sweep invocation (:class:`SweepTracker`), one nested child run per
+(cell, seed) (:class:`RunTracker`). A child becomes FINISHED only after its metrics and
+artifacts are all written, so a FINISHED run is always complete and is what a re-run skips.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from vgtrack.grid import Run
+from vgtrack.records import EpochRecord, metric_values
+
+DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
+MAX_BATCH = 1000  # MLflow's limit on metrics in one log_batch call
+
+
+def resolve_uri(cli_uri: str | None, spec_uri: str | None) -> str:
+    """``--tracking-uri`` beats ``MLFLOW_TRACKING_URI``, which beats the spec, which beats the default."""
+    return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or DEFAULT_URI
+
+
+def _sqlite_dir(uri: str) -> Path | None:
+    # sqlite:///rel/path.db and sqlite:////abs/path.db: the path is what follows the third slash.
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?")[0]).parent
+
+
+def open_client(uri: str):
+    """An ``MlflowClient`` whose store is ready to use.
+
+    MLflow creates and migrates a new sqlite store on first use, and two processes doing that at
+    once break it ("Online migration expected to match one row"). For sqlite URIs, store creation
+    is serialized with a lock file next to the database; other stores are opened as they are.
+    """
+    from mlflow.tracking import MlflowClient
+
+    folder = _sqlite_dir(uri)
+    if folder is None:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+        return client
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".vgtrack-store.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates and migrates the tables, under the lock
+    return client
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SweepTracker:
+    """The MLflow side of one sweep invocation.
+
+    Example:
+        >>> tracker = SweepTracker("sqlite:///mlruns/mlflow.db", "depth")  # doctest: +SKIP
+        >>> done = tracker.finished_keys()
+        >>> tracker.open("depth", n_runs=60, spec_path="sweeps/depth.yaml")
+        >>> run_tracker = tracker.start_run(run, "depth", params)
+    """
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        self.uri = uri
+        folder = _sqlite_dir(uri)
+        self.client = open_client(uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = (folder.resolve() / "artifacts" / experiment).as_uri() if folder is not None else None
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except MlflowException as exc:  # another process created it first
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_id: str | None = None
+
+    def _search(self, filter_string: str) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=5000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def finished_keys(self) -> set[str]:
+        """Run keys that already have a FINISHED run in the experiment."""
+        runs = self._search("attributes.status = 'FINISHED' and tags.role = 'run'")
+        return {r.data.tags["run_key"] for r in runs if "run_key" in r.data.tags}
+
+    def reap_orphans(self) -> int:
+        """Mark KILLED the RUNNING runs of this host whose process is gone (a SIGKILL or a power cut)."""
+        host, reaped = socket.gethostname(), 0
+        for run in self._search(f"attributes.status = 'RUNNING' and tags.host = '{host}'"):
+            pid = run.data.tags.get("pid", "")
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                self.client.set_tag(run.info.run_id, "end_reason", f"process {pid} died without ending the run")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                reaped += 1
+        return reaped
+
+    def _owner_tags(self) -> dict[str, str]:
+        return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+    def open(self, sweep: str, n_runs: int, spec_path: str, spec_text: str) -> str:
+        """Start the parent run of this invocation; returns its run id."""
+        tags = {"sweep": sweep, "role": "sweep", **self._owner_tags()}
+        run = self.client.create_run(self.experiment_id, run_name=f"{sweep}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
+        self.parent_id = run.info.run_id
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.parent_id, params=[Param("spec", spec_path), Param("n_runs", str(n_runs))])
+        self.client.log_text(self.parent_id, spec_text, "spec.yaml")
+        return self.parent_id
+
+    def close(self, status: str, summary: dict[str, str] | None = None) -> None:
+        """End the parent run: FINISHED, KILLED (interrupted) or FAILED (crashed)."""
+        if self.parent_id is None:
+            return
+        for key, value in (summary or {}).items():
+            self.client.set_tag(self.parent_id, key, value)
+        self.client.set_terminated(self.parent_id, status)
+        self.parent_id = None
+
+    def start_run(self, run: Run, sweep: str, params: dict) -> RunTracker:
+        """Create the child run of ``run`` (RUNNING) with its params and tags."""
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        tags = {
+            "sweep": sweep, "role": "run", "run_key": run.key, "cell_id": run.cell_id,
+            "seed": str(run.seed), "config": run.cell.config, **self._owner_tags(),
+        }
+        if self.parent_id is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = self.parent_id
+        created = self.client.create_run(self.experiment_id, run_name=run.name, tags=tags)
+        run_id = created.info.run_id
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+            self.client.log_batch(run_id, params=items[i : i + 100])
+        return RunTracker(self.client, run_id)
+
+
+class RunTracker:
+    """One child run: receives its sampled epoch records, then ends FINISHED, FAILED or KILLED.
+
+    Metrics (step = epoch) are buffered and written with ``log_batch`` in chunks of at most
+    1000 points. Which epochs are logged is the sender's choice (records.logged_epochs); the
+    full history arrives as the ``history.parquet`` artifact.
+    """
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self._pending: list = []
+        self.ended = False  # once FINISHED, FAILED or KILLED, later fail/kill calls leave the run as it is
+
+    def log_records(self, records: list[EpochRecord]) -> None:
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        for record in records:
+            self._pending += [Metric(k, v, ts, record.epoch) for k, v in metric_values(record).items()]
+        self._flush()  # records arrive already batched (every few seconds), so write them now
+
+    def _flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def _upload(self, folder: str | Path | None) -> None:
+        if folder is not None and any(Path(folder).iterdir()):
+            self.client.log_artifacts(self.run_id, str(folder))
+
+    def _tag(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def finish(self, seconds: float, artifacts: str | Path | None, tags: dict[str, str] | None = None) -> None:
+        """Write what is left, the verdict tags and the artifacts, then mark the run FINISHED: a FINISHED run is complete."""
+        from mlflow.entities import Metric
+
+        self._pending.append(Metric("train_seconds", seconds, _now_ms(), 0))
+        self._flush()
+        self._tag(tags or {})
+        self._upload(artifacts)
+        self.client.set_terminated(self.run_id, "FINISHED")
+        self.ended = True
+
+    def fail(self, reason: str, artifacts: str | Path | None = None, tags: dict[str, str] | None = None) -> None:
+        """Keep what was logged, record why, and mark the run FAILED."""
+        if self.ended:
+            return
+        self._flush()
+        self._tag({"failure_reason": reason[:5000], **(tags or {})})
+        self._upload(artifacts)
+        self.client.set_terminated(self.run_id, "FAILED")
+        self.ended = True
+
+    def kill(self, reason: str) -> None:
+        """Interrupted: keep the metrics already received and mark the run KILLED, quickly."""
+        if self.ended:
+            return
+        self._flush()
+        self.client.set_tag(self.run_id, "end_reason", reason)
+        self.client.set_terminated(self.run_id, "KILLED")
+        self.ended = True
