@@ -1,0 +1,164 @@
+"""``python -m vgtrack.bench``: the tutorial's ``model.fit`` against vgtrack's sweep path, side by side.
+
+Both train the same slice of cells in one invocation:
+
+- baseline: plain ``keras.Sequential`` + ``model.fit(..., validation_data=..., epochs=E, verbose=0)``,
+  one model after another, no instrumentation, no tracking (in a child process);
+- vgtrack: the whole sweep path (per-layer statistics, worker processes, MLflow logging into a
+  fresh sqlite store, artifacts).
+
+It prints seconds per run for each, their ratio, vgtrack's time split, the peak RSS of a worker
+and a projection of ``sweeps/full.yaml``'s wall time on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vgtrack.grid import Cell, expand
+from vgtrack.spec import SweepSpec, load_spec, parse_spec
+
+FULL = Path(__file__).resolve().parents[1] / "sweeps" / "full.yaml"
+
+
+def slice_spec(depths: list[int], widths: list[int], configs: list[str], seeds: int, epochs: int) -> SweepSpec:
+    """The benchmark slice as a sweep: ``configs`` are ``activation-initializer`` pairs, all with SGD."""
+    pairs = [config.split("-", 1) for config in configs]
+    return parse_spec({
+        "name": "bench",
+        "grid": {"depth": depths, "width": widths, "activation": pairs[0][0], "initializer": pairs[0][1], "optimizer": "sgd"},
+        "include": [{"activation": a, "initializer": i} for a, i in pairs[1:]],
+        "seeds": seeds,
+        "train": {"epochs": epochs},
+    }, "<bench>")
+
+
+def fit_baseline(cell: Cell, seed: int, data, epochs: int) -> tuple[float, float]:
+    """The tutorial's way: build, compile, ``model.fit`` with validation data. Returns (seconds, final test accuracy)."""
+    import keras
+
+    from vgtrack.model import build_model, build_optimizer
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    model = build_model(cell)
+    model.compile(loss="binary_crossentropy", optimizer=build_optimizer(cell), metrics=["accuracy"])
+    history = model.fit(data.x_train, data.y_train, validation_data=(data.x_test, data.y_test), epochs=epochs, verbose=0)
+    return time.perf_counter() - started, float(history.history["val_accuracy"][-1])
+
+
+def _baseline_child(spec: SweepSpec, limit: int | None) -> list[float]:
+    from vgtrack.data import load_dataset
+
+    data = load_dataset(spec.data)
+    runs = list(expand(spec))[:limit]
+    return [fit_baseline(run.cell, run.seed, data, spec.train.epochs)[0] for run in runs]
+
+
+def run_baseline(spec: SweepSpec, limit: int | None) -> list[float]:
+    """Seconds per baseline run, measured in a fresh child process (so its memory is its own)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_baseline_child, (spec, limit))
+
+
+def run_vgtrack(spec: SweepSpec, workers: int, folder: str):
+    """The sweep path into a fresh sqlite store; returns (wall seconds, SweepOutcome)."""
+    from vgtrack.sweep import run_sweep
+
+    spec_file = Path(folder) / "bench.yaml"
+    spec_file.write_text(spec.model_dump_json())
+    started = time.perf_counter()
+    outcome = run_sweep(spec, expand(spec), f"sqlite:///{folder}/mlruns/mlflow.db", str(spec_file), progress=False, workers=workers)
+    return time.perf_counter() - started, outcome
+
+
+def statistics_share(spec: SweepSpec, workers: int) -> float:
+    """Share of training time that the per-layer statistics cost: the slice trained with and without them."""
+    from vgtrack.data import load_dataset
+    from vgtrack.sweep import plan_groups
+    from vgtrack.train import train_group
+
+    data = load_dataset(spec.data)
+    groups = plan_groups(list(expand(spec)), workers)
+    seconds = {}
+    for statistics in (True, False, True):  # the first pass also warms up TensorFlow
+        started = time.perf_counter()
+        for group in groups:
+            train_group(group, data, spec.train, statistics=statistics)
+        seconds[statistics] = time.perf_counter() - started
+    return max(0.0, (seconds[True] - seconds[False]) / seconds[True])
+
+
+def project_full(per_run_training: float, per_run_fixed: float, epochs: int, workers: int) -> float:
+    """Wall seconds of sweeps/full.yaml: its runs at the slice's per-run cost, training scaled to its epochs.
+
+    Conservative: the full grid stacks up to 60 replicas per graph where the slice stacks 8, and
+    graph tracing (counted in training here) does not grow with epochs.
+    """
+    full = load_spec(FULL)
+    runs = len(expand(full))
+    return runs * (per_run_training * full.train.epochs / epochs + per_run_fixed) / workers
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vgtrack.sweep import default_workers
+
+    parser = argparse.ArgumentParser(prog="python -m vgtrack.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", default="1,5,10,20", help="comma-separated depths (default 1,5,10,20)")
+    parser.add_argument("--widths", default="5,25", help="comma-separated widths (default 5,25)")
+    parser.add_argument("--configs", default="tanh-uniform,relu-he", help="activation-initializer pairs (default tanh-uniform,relu-he)")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=default_workers(), help="vgtrack worker processes (default: the cores)")
+    parser.add_argument("--baseline-runs", type=int, default=None, metavar="N",
+                        help="time only the first N baseline runs (default: all; the per-run mean is what is compared)")
+    args = parser.parse_args(argv)
+    spec = slice_spec(
+        [int(d) for d in args.depths.split(",")], [int(w) for w in args.widths.split(",")],
+        args.configs.split(","), args.seeds, args.epochs,
+    )
+    n = len(expand(spec))
+    print(f"slice: {n} runs ({args.depths} depth x {args.widths} width x {args.configs} x SGD x {args.seeds} seeds), "
+          f"{args.epochs} epochs; vgtrack on {args.workers} workers", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="vgtrack-bench-") as folder:
+        wall, outcome = run_vgtrack(spec, args.workers, folder)
+    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker so far
+    print(f"vgtrack: {wall:.1f} s; now the baseline ...", file=sys.stderr)
+    baseline = run_baseline(spec, args.baseline_runs)
+    share = statistics_share(spec, args.workers)
+
+    per_base = sum(baseline) / len(baseline)
+    per_vg = wall / n
+    busy = outcome.training_seconds + outcome.artifact_seconds + outcome.tracking_seconds
+    tracking = outcome.artifact_seconds + outcome.tracking_seconds
+    stats = outcome.training_seconds * share
+    projected = project_full(outcome.training_seconds / n, tracking / n, args.epochs, args.workers)
+    rows = [
+        ("runs", f"{n} x {args.epochs} epochs" + (f" (baseline timed on {len(baseline)})" if len(baseline) < n else "")),
+        ("baseline: model.fit, s/run", f"{per_base:.2f}"),
+        (f"vgtrack ({args.workers} workers), s/run", f"{per_vg:.3f} (wall {wall:.1f} s)"),
+        ("ratio baseline/vgtrack", f"{per_base / per_vg:.0f}x"),
+        ("vgtrack CPU time: training", f"{outcome.training_seconds - stats:.1f} s ({(outcome.training_seconds - stats) / busy:.0%})"),
+        ("vgtrack CPU time: statistics", f"{stats:.1f} s ({stats / busy:.0%})"),
+        ("vgtrack CPU time: tracking", f"{tracking:.1f} s ({tracking / busy:.0%}): MLflow {outcome.tracking_seconds:.1f} s, "
+                                        f"artifact files {outcome.artifact_seconds:.1f} s"),
+        ("peak RSS per worker", f"{rss_mb:.0f} MB"),
+        ("projected sweeps/full.yaml", f"{projected / 60:.0f} min (1,200 runs x 500 epochs, {args.workers} workers)"),
+    ]
+    print(_table(rows))
+    return 0 if outcome.finished == n else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
