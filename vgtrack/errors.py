@@ -1,7 +1,8 @@
-"""The two kinds of failure vgtrack knows.
+"""The kinds of failure vgtrack knows.
 
 A :class:`SpecError` is fatal: the sweep file is wrong, nothing is trained and the
-command exits with status 2. A :class:`RunFailed` belongs to one (cell, seed): the
+command exits with status 2. A :class:`UsageError` is as fatal: a command-line value
+(``--storage``, ``--tracking-uri``, ``--study``) is wrong or unreachable. A :class:`RunFailed` belongs to one (cell, seed): the
 run is recorded as FAILED with its reason and the sweep goes on.
 """
 
@@ -24,3 +25,12 @@ class SpecError(Exception):
 
 class RunFailed(Exception):
     """One run could not finish (for example its loss became NaN); the sweep goes on."""
+
+
+class UsageError(Exception):
+    """A wrong or unreachable command-line value, one line naming it; the command exits with status 2.
+
+    Example:
+        >>> str(UsageError("--storage postgresql://root@db/x: cannot open the database: timeout"))
+        '--storage postgresql://root@db/x: cannot open the database: timeout'
+    """

@@ -32,15 +32,6 @@ SEND_EVERY = 2.0  # seconds between "epochs" messages: the MLflow UI stays curre
 
 
 @dataclass(frozen=True)
-class RunOutcome:
-    failure: str | None
-    seconds: float
-    artifacts: str
-    final: dict
-    tags: dict  # the verdict (verdict.diagnose) as MLflow tags
-
-
-@dataclass(frozen=True)
 class Timings:
     """CPU seconds a worker spent on one group: training (graph, statistics included) and artifact files.
 
@@ -54,43 +45,29 @@ class Timings:
 
 def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, send) -> None:
     """Train ``runs`` as one group, stream sampled records, write artifacts, report. Runs in a worker."""
-    import numpy as np
-
-    from vgtrack.artifacts import write_run_artifacts
-    from vgtrack.records import logged_epochs
+    from vgtrack.artifacts import run_outcome
+    from vgtrack.records import RecordSampler
     from vgtrack.train import train_group
-    from vgtrack.verdict import chance_level, verdict_tags
+    from vgtrack.verdict import chance_level
 
     parent = os.getppid()
-    epochs = spec.train.epochs
-    logged = [set(logged_epochs(epochs, run.cell.depth + 1, spec.tracking.metric_points)) | {epochs - 1} for run in runs]
-    buffer: dict[int, list] = {}
-    last_sent = time.monotonic()
 
-    def on_epoch(i, record) -> None:
-        nonlocal last_sent
-        if record.epoch in logged[i] or not np.isfinite(record.train_loss):
-            buffer.setdefault(i, []).append(record)
-        if time.monotonic() - last_sent > SEND_EVERY:
-            if os.getppid() != parent:  # the sweep process died (SIGKILL): nobody will log this group
-                raise SystemExit(1)
-            if buffer:
-                send(("epochs", gid, dict(buffer)))
-                buffer.clear()
-            last_sent = time.monotonic()
+    def send_epochs(batch) -> None:
+        if os.getppid() != parent:  # the sweep process died (SIGKILL): nobody will log this group
+            raise SystemExit(1)
+        send(("epochs", gid, batch))
 
+    sampler = RecordSampler([run.cell.depth for run in runs], spec.train.epochs, spec.tracking.metric_points, send_epochs, SEND_EVERY)
     send(("start", gid, os.getpid()))
     started = time.process_time()
-    results = train_group(runs, data, spec.train, on_epoch)
+    results = train_group(runs, data, spec.train, sampler)
     trained = time.process_time()
-    if buffer:
-        send(("epochs", gid, dict(buffer)))
-    outcomes = []
+    sampler.flush()
     chance = chance_level(data.y_test)
-    for i, (run, result) in enumerate(zip(runs, results)):
-        target = write_run_artifacts(folder / f"{gid}-{i}", run.cell, result, save_model=spec.tracking.save_model)
-        final = result.final if result.history else {}
-        outcomes.append(RunOutcome(result.failure, result.seconds, str(target), final, verdict_tags(result, chance)))
+    outcomes = [
+        run_outcome(folder / f"{gid}-{i}", run, result, chance, spec.tracking.save_model)
+        for i, (run, result) in enumerate(zip(runs, results))
+    ]
     send(("done", gid, outcomes, Timings(trained - started, time.process_time() - trained)))
 
 

@@ -88,3 +88,35 @@ def metric_values(record: EpochRecord) -> dict[str, float]:
     for stat in LOGGED_LAYER_STATS:
         values |= {f"{stat}/{layer}": float(v) for layer, v in zip(record.layers, record.stats[stat])}
     return values
+
+
+class RecordSampler:
+    """``on_epoch`` for :func:`vgtrack.train.train_group` that keeps the epochs going to MLflow and
+    hands them to ``send({run index: [EpochRecord, ...]})`` every ``every`` seconds, so the UI stays
+    current with few calls. A non-finite loss is always kept: it is why the run failed.
+
+    Example:
+        >>> sampler = RecordSampler([3, 5], epochs=500, budget=500, send=print)  # doctest: +SKIP
+        >>> train_group(runs, data, settings, sampler); sampler.flush()
+    """
+
+    def __init__(self, depths: list[int], epochs: int, budget: int, send, every: float = 2.0) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.logged = [set(logged_epochs(epochs, depth + 1, budget)) | {epochs - 1} for depth in depths]
+        self.send, self.every = send, every
+        self.buffer: dict[int, list[EpochRecord]] = {}
+        self.last_sent = self._clock()
+
+    def __call__(self, i: int, record: EpochRecord) -> None:
+        if record.epoch in self.logged[i] or not np.isfinite(record.train_loss):
+            self.buffer.setdefault(i, []).append(record)
+        if self._clock() - self.last_sent > self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            batch, self.buffer = self.buffer, {}
+            self.send(batch)
+        self.last_sent = self._clock()

@@ -220,6 +220,20 @@ class TrackingSpec(_Spec):
     save_model: bool = False  # also log the trained Keras model as model.keras (keras.saving.load_model)
 
 
+class QueueSpec(_Spec):
+    """The shared queue of runs (``--storage``, Optuna on PostgreSQL): how dead workers are found."""
+
+    heartbeat: int = Field(10, ge=1)  # seconds between a worker's heartbeats for the runs it holds
+    grace: int = Field(60, ge=2)  # seconds without a heartbeat after which a run is stale and retried
+    retries: int = Field(2, ge=0)  # retries of a run whose worker died; then the run is FAILED
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> QueueSpec:
+        if self.grace <= self.heartbeat:
+            raise ValueError(f"grace: expected more than heartbeat ({self.heartbeat}) seconds, got {self.grace}")
+        return self
+
+
 Rules = Annotated[tuple[RuleSpec, ...], BeforeValidator(_list_of_rules)]
 
 
@@ -236,6 +250,7 @@ class SweepSpec(_Spec):
     train: TrainSpec = TrainSpec()
     optimizers: OptimizersSpec = OptimizersSpec()
     tracking: TrackingSpec = TrackingSpec()
+    queue: QueueSpec = QueueSpec()
 
     @property
     def experiment_name(self) -> str:
@@ -329,6 +344,11 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(source, "", "file not found") from None
     except OSError as exc:
         raise SpecError(source, "", f"cannot read the file: {exc.strerror}") from None
+    return loads_spec(text, source)
+
+
+def loads_spec(text: str, source: str = "<spec>") -> SweepSpec:
+    """Validate the text of a sweep file (a worker reads it from the shared queue)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

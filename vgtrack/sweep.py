@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vgtrack.errors import SpecError
+from vgtrack.errors import SpecError, UsageError
 from vgtrack.grid import Grid, Run, expand, stack_groups
 from vgtrack.spec import SweepSpec, load_spec
+from vgtrack.stopping import Interrupted, StopFlag
 
 # The --dry-run estimate. One epoch of a group of K replicas, deepest D, width w, takes about
 # EPOCH_BASE + EPOCH_PER_LAYER * (D + 1) + K * (D + 1) * (REPLICA_LAYER + REPLICA_LAYER_PER_UNIT * w)
@@ -27,34 +27,6 @@ from vgtrack.spec import SweepSpec, load_spec
 EPOCH_BASE, EPOCH_PER_LAYER = 0.005, 0.0006
 REPLICA_LAYER, REPLICA_LAYER_PER_UNIT = 2.4e-5, 4.4e-6
 TRACE_PER_LAYER, RUN_OVERHEAD, START_UP = 0.05, 0.2, 8.0
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM arrived; raised by the parent's loop within a fraction of a second."""
-
-
-class _StopFlag:
-    """The first Ctrl-C/SIGTERM asks the parent's loop to stop (it ends the runs in progress as
-    KILLED); a second Ctrl-C raises KeyboardInterrupt wherever the parent is."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: stopping; runs in progress end as KILLED", file=sys.stderr)
-
-    def __enter__(self) -> _StopFlag:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass
@@ -227,7 +199,7 @@ def _sweep(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool
     status = "FAILED"
     bar = tqdm(total=len(grid), initial=outcome.skipped, unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     sweeping = _Sweeping(spec, tracker, groups, bar, outcome)
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         try:
             for gid, group in enumerate(groups):
                 pool.submit(gid, group)
@@ -259,6 +231,75 @@ def _sweep(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool
     return outcome
 
 
+def run_queued(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, storage: str, workers: int, enqueue_only: bool) -> int:
+    """The coordinator of a sweep across machines: enqueue its runs in the shared queue (Optuna RDB
+    storage), then run ``workers`` local ``python -m vgtrack.worker`` processes until none is left.
+
+    Idempotent: a run already waiting, running or done (in the queue, or FINISHED in MLflow) is
+    not enqueued again. Returns the exit status.
+
+    Raises:
+        UsageError: ``uri`` or ``storage`` cannot be reached (nothing was enqueued).
+    """
+    import subprocess
+
+    from vgtrack.tracking import SweepTracker, check_reachable
+    from vgtrack.workqueue import PARENT_ATTR, TRACKING_ATTR, RunQueue
+
+    check_reachable(uri)
+    q = spec.queue
+    queue = RunQueue.create(storage, spec.name, q.heartbeat, q.grace, q.retries)
+    tracker = SweepTracker(uri, spec.experiment_name)
+    finished = tracker.finished_keys()
+    text = Path(spec_path).read_text(encoding="utf-8")
+    added = queue.enqueue(text, spec_path, [(run.key, run_params(spec, run)) for run in grid], skip=finished)
+    queue.set_attr(TRACKING_ATTR, uri)
+    counts = queue.counts()
+    elsewhere = len({run.key for run in grid} & finished) - counts["complete"]
+    print(
+        f"{spec.name}: {len(grid)} runs, {added} enqueued now; queue: {counts['complete']} complete, {counts['running']} running, "
+        f"{counts['waiting']} waiting, {counts['failed']} failed" + (f"; {elsewhere} finished outside the queue" if elsewhere > 0 else ""),
+        file=sys.stderr,
+    )
+    if counts["waiting"] + counts["running"] == 0:
+        print(f"{spec.name}: the sweep is complete", file=sys.stderr)
+        return 0
+    if enqueue_only:
+        print(f"{spec.name}: start workers with: python -m vgtrack.worker --storage {storage} --study {spec.name}", file=sys.stderr)
+        return 0
+    tracker.open(spec.name, len(grid), spec_path, text)
+    queue.set_attr(PARENT_ATTR, tracker.parent_id)
+    command = [sys.executable, "-m", "vgtrack.worker", "--storage", storage, "--study", spec.name, "--tracking-uri", uri]
+    procs = [subprocess.Popen(command) for _ in range(workers)]
+    status = "FAILED"
+    with StopFlag() as stop:
+        try:
+            while any(p.poll() is None for p in procs):
+                if stop.requested:
+                    raise Interrupted
+                time.sleep(0.2)
+            status = "FINISHED"
+        except (Interrupted, KeyboardInterrupt):
+            status = "KILLED"
+            for p in procs:  # each worker ends its runs KILLED and hands them back to the queue
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        finally:
+            counts = queue.counts()
+            tracker.close(status, {k: str(v) for k, v in counts.items()})
+    print(
+        f"{spec.name}: queue: {counts['complete']} complete, {counts['failed']} failed, "
+        f"{counts['waiting'] + counts['running']} not done",
+        file=sys.stderr,
+    )
+    return 130 if status == "KILLED" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vgtrack.sweep",
@@ -269,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the runs and an estimated duration; train nothing")
     parser.add_argument("--workers", type=int, default=None, metavar="N", help="training processes (default: the number of cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--storage", metavar="URL",
+        help="run across machines: enqueue the runs in this Optuna RDB storage (postgresql://USER@HOST/DB), then work on them",
+    )
+    parser.add_argument("--enqueue-only", action="store_true", help="with --storage: enqueue the runs and exit; workers train them")
     return parser
 
 
@@ -289,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     from vgtrack.tracking import resolve_uri
 
     uri = resolve_uri(args.tracking_uri, spec.tracking.uri)
+    if args.enqueue_only and not args.storage:
+        print("--enqueue-only: needs --storage URL (the shared queue)", file=sys.stderr)
+        return 2
+    if args.storage:
+        try:
+            return run_queued(spec, grid, uri, args.spec, args.storage, args.workers or default_workers(), args.enqueue_only)
+        except UsageError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     started = time.monotonic()
     try:
         outcome = run_sweep(spec, grid, uri, args.spec, progress=not args.no_progress, workers=args.workers)

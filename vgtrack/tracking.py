@@ -16,6 +16,8 @@ from vgtrack.grid import Run
 from vgtrack.records import EpochRecord, metric_values
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
+# MLflow prints a "View run at <url>" line for every run it ends on a server; a sweep ends thousands.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 MAX_BATCH = 1000  # MLflow's limit on metrics in one log_batch call
 
 
@@ -53,6 +55,31 @@ def open_client(uri: str):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # creates and migrates the tables, under the lock
     return client
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, in one line, on a tracking URI nobody answers (MLflow's client would retry for minutes).
+
+    Raises:
+        UsageError: an http(s) URI whose ``/health`` does not answer OK, or a store that cannot be opened.
+    """
+    from vgtrack.errors import UsageError
+
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            answer = requests.get(uri.rstrip("/") + "/health", timeout=10)
+        except requests.RequestException as exc:
+            raise UsageError(f"--tracking-uri {uri}: no MLflow server answers ({type(exc).__name__})") from None
+        if answer.status_code != 200:
+            raise UsageError(f"--tracking-uri {uri}: not an MLflow server (GET /health answered {answer.status_code})")
+        return
+    try:
+        open_client(uri)
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise UsageError(f"--tracking-uri {uri}: cannot open the tracking store: {type(exc).__name__}: {text}") from None
 
 
 def _now_ms() -> int:
@@ -123,6 +150,20 @@ class SweepTracker:
                 reaped += 1
         return reaped
 
+    def attach(self, parent_id: str | None) -> None:
+        """Make new runs children of an existing parent run (a queue worker joins its coordinator's sweep)."""
+        self.parent_id = parent_id
+
+    def queue_runs(self, study: str, status: str = "RUNNING") -> list:
+        """Runs of queue ``study`` in ``status``, with their tags (trial_id, run_key)."""
+        return self._search(f"attributes.status = '{status}' and tags.role = 'run' and tags.study = '{study}'")
+
+    def end_run(self, run_id: str, status: str, reason: str) -> None:
+        """End someone else's run (its worker died): FINISHED, KILLED or FAILED, with why."""
+        key = "failure_reason" if status == "FAILED" else "end_reason"
+        self.client.set_tag(run_id, key, reason[:5000])
+        self.client.set_terminated(run_id, status)
+
     def _owner_tags(self) -> dict[str, str]:
         return {"host": socket.gethostname(), "pid": str(os.getpid())}
 
@@ -146,14 +187,14 @@ class SweepTracker:
         self.client.set_terminated(self.parent_id, status)
         self.parent_id = None
 
-    def start_run(self, run: Run, sweep: str, params: dict) -> RunTracker:
+    def start_run(self, run: Run, sweep: str, params: dict, extra_tags: dict[str, str] | None = None) -> RunTracker:
         """Create the child run of ``run`` (RUNNING) with its params and tags."""
         from mlflow.entities import Param
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         tags = {
             "sweep": sweep, "role": "run", "run_key": run.key, "cell_id": run.cell_id,
-            "seed": str(run.seed), "config": run.cell.config, **self._owner_tags(),
+            "seed": str(run.seed), "config": run.cell.config, **self._owner_tags(), **(extra_tags or {}),
         }
         if self.parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_id
@@ -201,16 +242,28 @@ class RunTracker:
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
-    def finish(self, seconds: float, artifacts: str | Path | None, tags: dict[str, str] | None = None) -> None:
-        """Write what is left, the verdict tags and the artifacts, then mark the run FINISHED: a FINISHED run is complete."""
+    def finish(
+        self, seconds: float, artifacts: str | Path | None, tags: dict[str, str] | None = None, commit=None
+    ) -> bool:
+        """Write what is left, the verdict tags and the artifacts, then mark the run FINISHED: a FINISHED run is complete.
+
+        ``commit()``, if given, is asked between the two (the queue's "this result counts"); when
+        it answers False the run ends KILLED instead, as superseded. Returns whether it FINISHED.
+        """
         from mlflow.entities import Metric
 
         self._pending.append(Metric("train_seconds", seconds, _now_ms(), 0))
         self._flush()
         self._tag(tags or {})
         self._upload(artifacts)
+        if commit is not None and not commit():
+            self.client.set_tag(self.run_id, "end_reason", "superseded: the run was declared stale and retried elsewhere")
+            self.client.set_terminated(self.run_id, "KILLED")
+            self.ended = True
+            return False
         self.client.set_terminated(self.run_id, "FINISHED")
         self.ended = True
+        return True
 
     def fail(self, reason: str, artifacts: str | Path | None = None, tags: dict[str, str] | None = None) -> None:
         """Keep what was logged, record why, and mark the run FAILED."""

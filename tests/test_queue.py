@@ -1,0 +1,272 @@
+"""Sweeps across machines, tested natively on 127.0.0.1: the shared queue (Optuna RDB storage) on a real
+PostgreSQL, a real ``mlflow server`` (PostgreSQL backend, served artifacts) and real worker processes.
+
+Fresh databases are created for the test session and dropped after it. Without a PostgreSQL at
+127.0.0.1:5432 (user root, trust auth; PGHOST/PGPORT/PGUSER override) these tests skip, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_spec
+
+PG = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": os.environ.get("PGPORT", "5432"), "user": os.environ.get("PGUSER", "root")}
+FAST_FAULTS = {"heartbeat": 1, "grace": 4, "retries": 1}
+
+
+def _admin():
+    import psycopg
+
+    return psycopg.connect(host=PG["host"], port=PG["port"], user=PG["user"], dbname="postgres", autocommit=True, connect_timeout=3)
+
+
+def _url(db: str) -> str:
+    return f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{db}"
+
+
+@pytest.fixture(scope="session")
+def databases():
+    """Two fresh databases, (queue, mlflow backend), dropped at the end of the session."""
+    try:
+        admin = _admin()
+    except Exception as exc:
+        pytest.skip(f"no PostgreSQL at {PG['host']}:{PG['port']} for user {PG['user']}: {' '.join(str(exc).split())[:120]}")
+    names = [f"vgtrack_test_{os.getpid()}_{part}" for part in ("queue", "mlflow")]
+    for name in names:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield tuple(_url(name) for name in names)
+    for name in names:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(databases, tmp_path_factory):
+    """A real ``mlflow server`` on a free loopback port: PostgreSQL backend store, served artifacts."""
+    import requests
+
+    port = _free_port()
+    artifacts = tmp_path_factory.mktemp("served-artifacts")
+    log = open(tmp_path_factory.mktemp("mlflow-log") / "server.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", databases[1], "--serve-artifacts",
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if requests.get(uri + "/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"mlflow server did not start: {log.read()[-2000:]}")
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def cluster(databases, mlflow_server, tmp_path):
+    """(queue storage URL, tracking URI, write(spec) -> path) for one test; each test uses its own sweep name."""
+
+    def write(spec: dict):
+        path = tmp_path / f"{spec['name']}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return databases[0], mlflow_server, write
+
+
+def _sweep(path, storage, uri, *extra, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "vgtrack.sweep", str(path), "--storage", storage, "--tracking-uri", uri, "--no-progress", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=kwargs.get("timeout", 600),
+    )
+
+
+def _worker(storage, study, uri):
+    return subprocess.Popen(
+        [sys.executable, "-m", "vgtrack.worker", "--storage", storage, "--study", study, "--tracking-uri", uri],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _runs(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, []
+    return client, client.search_runs([exp.experiment_id], "tags.role = 'run'", max_results=1000)
+
+
+def _study(storage: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _wait_for_training(uri: str, experiment: str, procs, timeout: float = 240.0):
+    """The first RUNNING run that has logged a train_loss point."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"a worker exited ({proc.returncode}) early: {proc.stderr.read()[-2000:]}")
+        client, runs = _runs(uri, experiment)
+        for run in runs:
+            if run.info.status == "RUNNING" and client.get_metric_history(run.info.run_id, "train_loss"):
+                return run
+        time.sleep(0.3)
+    raise AssertionError("no run started training in time")
+
+
+def _one_finished_per_key(runs, expected: int) -> list:
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    keys = [r.data.tags["run_key"] for r in finished]
+    assert len(finished) == expected and len(set(keys)) == expected, sorted(keys)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return finished
+
+
+def test_queued_sweep_runs_each_run_once_across_three_workers_and_rerun_enqueues_nothing(cluster):
+    storage, uri, write = cluster
+    spec = tiny_spec(name="q-three", grid={"depth": [1, 2, 3], "width": [3, 4], "activation": ["tanh", "relu"]}, seeds=2, queue=FAST_FAULTS)
+    path = write(spec)
+    enqueued = _sweep(path, storage, uri, "--enqueue-only")
+    assert enqueued.returncode == 0, enqueued.stderr
+    assert "q-three: 24 runs, 24 enqueued now; queue: 0 complete, 0 running, 24 waiting, 0 failed" in enqueued.stderr
+    joined = [_worker(storage, "q-three", uri) for _ in range(2)]
+    coordinator = _sweep(path, storage, uri, "--workers", "1")  # enqueues nothing more, works alongside the two
+    assert coordinator.returncode == 0, coordinator.stderr
+    assert "0 enqueued now" in coordinator.stderr
+    for proc in joined:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "no run left" in err
+    _, runs = _runs(uri, "q-three")
+    finished = _one_finished_per_key(runs, 24)
+    assert len(runs) == 24  # no duplicates, no stray attempts
+    assert {r.data.tags["study"] for r in finished} == {"q-three"}
+    assert len({r.data.tags["mlflow.parentRunId"] for r in finished}) == 1
+    study = _study(storage, "q-three")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 24
+    # running the coordinator again: nothing enqueued, the sweep is reported complete, no new trials
+    again = _sweep(path, storage, uri)
+    assert again.returncode == 0, again.stderr
+    assert "q-three: 24 runs, 0 enqueued now; queue: 24 complete, 0 running, 0 waiting, 0 failed" in again.stderr
+    assert "q-three: the sweep is complete" in again.stderr
+    assert len(_study(storage, "q-three").trials) == 24
+
+
+def _long_spec(name: str) -> dict:
+    # two runs that cannot share a graph (different activations), long enough to be caught mid-run
+    return tiny_spec(name=name, grid={"depth": 1, "width": 3, "activation": ["tanh", "relu"]}, train={"epochs": 6000, "batch_size": 32}, queue=FAST_FAULTS)
+
+
+def test_sigkilled_worker_run_is_retried_once_and_its_attempt_ends_killed(cluster):
+    storage, uri, write = cluster
+    path = write(_long_spec("q-kill"))
+    assert _sweep(path, storage, uri, "--enqueue-only").returncode == 0
+    victim_worker = _worker(storage, "q-kill", uri)
+    victim = _wait_for_training(uri, "q-kill", [victim_worker])
+    rescuer = _worker(storage, "q-kill", uri)
+    victim_worker.kill()
+    victim_worker.wait(timeout=30)
+    _, err = rescuer.communicate(timeout=600)
+    assert rescuer.returncode == 0, err
+    client, runs = _runs(uri, "q-kill")
+    finished = _one_finished_per_key(runs, 2)
+    killed = client.get_run(victim.info.run_id)
+    assert killed.info.status == "KILLED"
+    assert "stopped sending heartbeats" in killed.data.tags["end_reason"]
+    assert victim.data.tags["run_key"] in {r.data.tags["run_key"] for r in finished}
+    retried = next(r for r in finished if r.data.tags["run_key"] == victim.data.tags["run_key"])
+    assert retried.data.tags["attempt"] == "2"
+    states = sorted(t.state.name for t in _study(storage, "q-kill").trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+def test_paused_worker_that_resumes_after_its_run_was_retried_does_not_finish_it_twice(cluster):
+    storage, uri, write = cluster
+    path = write(_long_spec("q-pause"))
+    assert _sweep(path, storage, uri, "--enqueue-only").returncode == 0
+    sleeper = _worker(storage, "q-pause", uri)
+    paused = _wait_for_training(uri, "q-pause", [sleeper])
+    sleeper.send_signal(signal.SIGSTOP)
+    rescuer = _worker(storage, "q-pause", uri)
+    try:
+        _, err = rescuer.communicate(timeout=600)  # it retries the paused run after the grace period and finishes both
+        assert rescuer.returncode == 0, err
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+    _, err = sleeper.communicate(timeout=300)
+    assert sleeper.returncode == 0, err
+    client, runs = _runs(uri, "q-pause")
+    _one_finished_per_key(runs, 2)
+    assert client.get_run(paused.info.run_id).info.status == "KILLED"
+
+
+def test_sigterm_stops_a_worker_within_seconds_its_run_killed_and_handed_back(cluster):
+    storage, uri, write = cluster
+    path = write(_long_spec("q-term"))
+    assert _sweep(path, storage, uri, "--enqueue-only").returncode == 0
+    worker = _worker(storage, "q-term", uri)
+    victim = _wait_for_training(uri, "q-term", [worker])
+    sent = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert time.monotonic() - sent < 30
+    assert worker.returncode == 130, err
+    client, runs = _runs(uri, "q-term")
+    assert client.get_run(victim.info.run_id).info.status == "KILLED"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len(client.get_metric_history(victim.info.run_id, "train_loss")) > 0  # what was logged is kept
+    trials = _study(storage, "q-term").trials
+    assert sorted(t.state.name for t in trials) == ["WAITING", "WAITING"]  # handed back, no retry used up
+
+
+def test_unreachable_storage_or_tracking_uri_is_one_line_exit_2_and_nothing_enqueued(cluster, databases):
+    import optuna
+
+    storage, uri, write = cluster
+    path = write(tiny_spec(name="q-bad"))
+    cases = [
+        (f"{storage}_missing", uri, "--storage "),
+        ("postgresql://root@127.0.0.1:1/x", uri, "--storage postgresql://root@127.0.0.1:1/x: cannot open the database"),
+        ("not a url", uri, "--storage not a url: not a database URL"),
+        (storage, "http://127.0.0.1:1", "--tracking-uri http://127.0.0.1:1: no MLflow server answers"),
+    ]
+    for bad_storage, bad_uri, expected in cases:
+        done = _sweep(path, bad_storage, bad_uri, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith(expected), done.stderr
+    assert "q-bad" not in optuna.get_all_study_names(storage)
+    worker = subprocess.run(
+        [sys.executable, "-m", "vgtrack.worker", "--storage", storage, "--study", "q-missing", "--tracking-uri", uri],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert worker.returncode == 2 and worker.stderr.startswith("--study q-missing: no such sweep in ")
