@@ -41,13 +41,14 @@ def databases():
     except Exception as exc:
         pytest.skip(f"no PostgreSQL at {PG['host']}:{PG['port']} for user {PG['user']}: {' '.join(str(exc).split())[:120]}")
     names = [f"vgtrack_test_{os.getpid()}_{part}" for part in ("queue", "mlflow")]
-    for name in names:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
+    with admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
     yield tuple(_url(name) for name in names)
-    for name in names:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with _admin() as admin:  # a new connection: a test may have restarted PostgreSQL
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _free_port() -> int:
@@ -270,3 +271,36 @@ def test_unreachable_storage_or_tracking_uri_is_one_line_exit_2_and_nothing_enqu
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert worker.returncode == 2 and worker.stderr.startswith("--study q-missing: no such sweep in ")
+
+
+def _restart_postgres() -> None:
+    import shutil
+    from pathlib import Path
+
+    versions = sorted(p.name for p in Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").is_dir() else []
+    if not versions or shutil.which("pg_ctlcluster") is None or os.geteuid() != 0 or PG["host"] not in ("127.0.0.1", "localhost"):
+        pytest.skip("restarting PostgreSQL needs the local Debian cluster (pg_ctlcluster) and root")
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_sweep_survives_a_postgresql_restart_mid_sweep(cluster):
+    storage, uri, write = cluster
+    spec = tiny_spec(
+        name="q-restart", grid={"depth": [1, 2], "width": 3, "activation": ["tanh", "relu"]}, seeds=2,
+        train={"epochs": 4000, "batch_size": 32}, queue={"heartbeat": 1, "grace": 20, "retries": 1},
+    )
+    path = write(spec)
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "vgtrack.sweep", str(path), "--storage", storage, "--tracking-uri", uri, "--no-progress", "--workers", "2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for_training(uri, "q-restart", [coordinator])
+    _restart_postgres()  # the queue and MLflow's backend store go away for a few seconds
+    _, err = coordinator.communicate(timeout=900)
+    assert coordinator.returncode == 0, err
+    assert "q-restart: queue: 8 complete, 0 failed, 0 not done" in err
+    _, runs = _runs(uri, "q-restart")
+    _one_finished_per_key(runs, 8)
+    assert len(runs) == 8
+    assert sorted(t.state.name for t in _study(storage, "q-restart").trials) == ["COMPLETE"] * 8
