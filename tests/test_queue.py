@@ -183,17 +183,20 @@ def test_queued_sweep_runs_each_run_once_across_three_workers_and_rerun_enqueues
     assert len(_study(storage, "q-three").trials) == 24
 
 
-def _long_spec(name: str) -> dict:
-    # two runs that cannot share a graph (different activations), long enough to be caught mid-run
-    return tiny_spec(name=name, grid={"depth": 1, "width": 3, "activation": ["tanh", "relu"]}, train={"epochs": 6000, "batch_size": 32}, queue=FAST_FAULTS)
+def _one_worker_mid_run(cluster, name: str):
+    """Enqueue two long runs that cannot share a graph, start one worker, wait until it trains one.
+
+    Returns (storage, tracking URI, the worker process, the MLflow run it is training).
+    """
+    storage, uri, write = cluster
+    spec = tiny_spec(name=name, grid={"depth": 1, "width": 3, "activation": ["tanh", "relu"]}, train={"epochs": 6000, "batch_size": 32}, queue=FAST_FAULTS)
+    assert _sweep(write(spec), storage, uri, "--enqueue-only").returncode == 0
+    worker = _worker(storage, name, uri)
+    return storage, uri, worker, _wait_for_training(uri, name, [worker])
 
 
 def test_sigkilled_worker_run_is_retried_once_and_its_attempt_ends_killed(cluster):
-    storage, uri, write = cluster
-    path = write(_long_spec("q-kill"))
-    assert _sweep(path, storage, uri, "--enqueue-only").returncode == 0
-    victim_worker = _worker(storage, "q-kill", uri)
-    victim = _wait_for_training(uri, "q-kill", [victim_worker])
+    storage, uri, victim_worker, victim = _one_worker_mid_run(cluster, "q-kill")
     rescuer = _worker(storage, "q-kill", uri)
     victim_worker.kill()
     victim_worker.wait(timeout=30)
@@ -212,11 +215,7 @@ def test_sigkilled_worker_run_is_retried_once_and_its_attempt_ends_killed(cluste
 
 
 def test_paused_worker_that_resumes_after_its_run_was_retried_does_not_finish_it_twice(cluster):
-    storage, uri, write = cluster
-    path = write(_long_spec("q-pause"))
-    assert _sweep(path, storage, uri, "--enqueue-only").returncode == 0
-    sleeper = _worker(storage, "q-pause", uri)
-    paused = _wait_for_training(uri, "q-pause", [sleeper])
+    storage, uri, sleeper, paused = _one_worker_mid_run(cluster, "q-pause")
     sleeper.send_signal(signal.SIGSTOP)
     rescuer = _worker(storage, "q-pause", uri)
     try:
@@ -232,11 +231,7 @@ def test_paused_worker_that_resumes_after_its_run_was_retried_does_not_finish_it
 
 
 def test_sigterm_stops_a_worker_within_seconds_its_run_killed_and_handed_back(cluster):
-    storage, uri, write = cluster
-    path = write(_long_spec("q-term"))
-    assert _sweep(path, storage, uri, "--enqueue-only").returncode == 0
-    worker = _worker(storage, "q-term", uri)
-    victim = _wait_for_training(uri, "q-term", [worker])
+    storage, uri, worker, victim = _one_worker_mid_run(cluster, "q-term")
     sent = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=60)
