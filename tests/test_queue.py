@@ -160,10 +160,18 @@ def test_queued_sweep_runs_each_run_once_across_three_workers_and_rerun_enqueues
     enqueued = _sweep(path, storage, uri, "--enqueue-only")
     assert enqueued.returncode == 0, enqueued.stderr
     assert "q-three: 24 runs, 24 enqueued now; queue: 0 complete, 0 running, 24 waiting, 0 failed" in enqueued.stderr
+    coordinator = subprocess.Popen(  # enqueues nothing more, opens the sweep's parent run, works alongside the two
+        [sys.executable, "-m", "vgtrack.sweep", str(path), "--storage", storage, "--tracking-uri", uri, "--no-progress", "--workers", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while "mlflow_parent_run_id" not in _study(storage, "q-three").user_attrs and coordinator.poll() is None:
+        assert time.monotonic() < deadline, "the coordinator did not open its parent run"
+        time.sleep(0.3)
     joined = [_worker(storage, "q-three", uri) for _ in range(2)]
-    coordinator = _sweep(path, storage, uri, "--workers", "1")  # enqueues nothing more, works alongside the two
-    assert coordinator.returncode == 0, coordinator.stderr
-    assert "0 enqueued now" in coordinator.stderr
+    _, err = coordinator.communicate(timeout=300)
+    assert coordinator.returncode == 0, err
+    assert "0 enqueued now" in err
     for proc in joined:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err

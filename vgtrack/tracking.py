@@ -145,8 +145,7 @@ class SweepTracker:
         for run in self._search(f"attributes.status = 'RUNNING' and tags.host = '{host}'"):
             pid = run.data.tags.get("pid", "")
             if pid.isdigit() and not _pid_alive(int(pid)):
-                self.client.set_tag(run.info.run_id, "end_reason", f"process {pid} died without ending the run")
-                self.client.set_terminated(run.info.run_id, "KILLED")
+                self.end_run(run.info.run_id, "KILLED", f"process {pid} died without ending the run")
                 reaped += 1
         return reaped
 
@@ -257,9 +256,7 @@ class RunTracker:
         self._tag(tags or {})
         self._upload(artifacts)
         if commit is not None and not commit():
-            self.client.set_tag(self.run_id, "end_reason", "superseded: the run was declared stale and retried elsewhere")
-            self.client.set_terminated(self.run_id, "KILLED")
-            self.ended = True
+            self.kill("superseded: the run was declared stale and retried elsewhere")
             return False
         self.client.set_terminated(self.run_id, "FINISHED")
         self.ended = True

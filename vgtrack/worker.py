@@ -126,7 +126,7 @@ class Worker:
         check_reachable(self.uri)
         self.tracker = SweepTracker(self.uri, self.spec.experiment_name)
         self.tracker.attach(attrs.get(PARENT_ATTR))
-        self.heartbeat = self.queue.settings[0]
+        self.heartbeat = attrs["heartbeat"]
         self.trained = 0
 
     def _load_spec(self) -> None:
@@ -182,6 +182,8 @@ class Worker:
         from vgtrack.verdict import chance_level
 
         spec, group = self.spec, [self.runs[c.run_key] for c in claims]
+        # The coordinator may have opened the sweep's parent run after this worker started.
+        self.tracker.attach(self.queue.attrs.get(PARENT_ATTR))
         trackers = []
         for claim, run in zip(claims, group):
             tags = {"study": self.queue.name, "trial_id": str(claim.trial_id), "trial": str(claim.number), "attempt": str(claim.attempt)}

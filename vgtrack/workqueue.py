@@ -163,12 +163,6 @@ class RunQueue:
     def attrs(self) -> dict:
         return self._retry(lambda: self.storage.get_study_user_attrs(self.study._study_id))
 
-    @property
-    def settings(self) -> tuple[int, int, int]:
-        """(heartbeat, grace, retries) in seconds, seconds, attempts."""
-        attrs = self.attrs
-        return attrs["heartbeat"], attrs["grace"], attrs["retries"]
-
     def set_attr(self, key: str, value) -> None:
         self._retry(lambda: self.study.set_user_attr(key, value))
 
