@@ -40,18 +40,17 @@ def kernel_stats(blocks):
 def gradient_percentiles(blocks, percentiles):
     """``(K, n_layers, len(percentiles))``: percentiles of each kernel gradient's entries, interpolated
     linearly between order statistics as ``numpy.percentile`` does."""
+    import numpy as np
     import tensorflow as tf
 
     out = []
     for block in blocks:
-        shape = tf.shape(block)
-        flat = tf.sort(tf.reshape(block, [shape[0], shape[1], -1]), axis=-1)
         n = block.shape[2] * block.shape[3]
-        rows = []
-        for p in percentiles:
-            position = p / 100 * (n - 1)
-            low, high = int(position), min(int(position) + 1, n - 1)
-            frac = position - low
-            rows.append(flat[:, :, low] * (1 - frac) + flat[:, :, high] * frac)
-        out.append(tf.stack(rows, axis=2))
+        position = np.asarray(percentiles, np.float64) / 100 * (n - 1)
+        low = np.floor(position).astype(np.int32)
+        high = np.minimum(low + 1, n - 1)
+        frac = tf.constant(position - low, tf.float32)
+        flat = tf.sort(tf.reshape(block, [block.shape[0], block.shape[1], n]), axis=-1)
+        below, above = tf.gather(flat, low, axis=2), tf.gather(flat, high, axis=2)
+        out.append(below * (1 - frac) + above * frac)
     return tf.concat(out, axis=1)

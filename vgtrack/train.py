@@ -52,8 +52,27 @@ def warm_up() -> None:
     import keras  # noqa: F401
 
 
+def _batch_layout(n: int, batch_size: int):
+    """Every epoch as ``n_batches`` batches of exactly ``batch_size`` positions, so that the graph's
+    shapes are static: the last batch, if short, is padded with examples that count for nothing.
+
+    Returns (n_batches, mask ``(n_batches, batch_size)``: 1 where a position holds a real example).
+    """
+    n_batches = -(-n // batch_size)
+    mask = (np.arange(n_batches * batch_size) < n).astype(np.float32).reshape(n_batches, batch_size)
+    return n_batches, mask
+
+
+def epoch_orders(shuffles: Sequence[np.random.Generator], n: int, batch_size: int) -> np.ndarray:
+    """``(K, n_batches * batch_size)`` example indices: each replica's shuffled epoch, its short last
+    batch padded with the epoch's first examples (masked out, see :func:`_batch_layout`)."""
+    n_batches, _ = _batch_layout(n, batch_size)
+    orders = np.stack([shuffle.permutation(n) for shuffle in shuffles]).astype(np.int32)
+    return np.concatenate([orders, orders[:, : n_batches * batch_size - n]], axis=1)
+
+
 def _epoch_function(mlp, optimizer, data: Dataset, batch_size: int, statistics: bool = True):
-    """A compiled function ``orders (K, n) -> dict of (K, ...) tensors`` that trains one epoch.
+    """A compiled function ``orders (K, n_batches * batch_size) -> dict of (K, ...) tensors`` that trains one epoch.
 
     ``statistics=False`` leaves the per-layer statistics out (zeros): only the benchmark uses it,
     to measure what they cost.
@@ -64,51 +83,55 @@ def _epoch_function(mlp, optimizer, data: Dataset, batch_size: int, statistics: 
 
     tf = _tensorflow()
     k = mlp.replicas
+    n = len(data.x_train)
+    n_batches, mask = _batch_layout(n, batch_size)
     x_train, y_train = tf.constant(data.x_train), tf.constant(data.y_train[:, None])
     x_test = tf.constant(np.broadcast_to(data.x_test, (k, *data.x_test.shape)))
     y_test = tf.constant(np.broadcast_to(data.y_test[:, None], (k, len(data.y_test), 1)))
-    n = len(data.x_train)
-    n_batches = -(-n // batch_size)
+    sizes = tf.constant(mask.sum(axis=1))  # real examples per batch
+    mask = tf.constant(mask)
 
-    def losses(y, p):  # (K,): each replica's mean binary cross-entropy, as keras.losses.BinaryCrossentropy
-        return tf.reduce_mean(keras.losses.binary_crossentropy(y, p), axis=1)
+    def correct(y, p):  # (K, batch): 1 where a replica's prediction is right at threshold 0.5
+        return tf.cast(tf.equal(tf.cast(p > 0.5, y.dtype), y), tf.float32)[:, :, 0]
 
-    def correct(y, p):  # (K,): how many each replica gets right at threshold 0.5
-        return tf.reduce_sum(tf.cast(tf.equal(tf.cast(p > 0.5, y.dtype), y), tf.float32), axis=[1, 2])
-
-    def step(xb, yb):
+    def step(xb, yb, mb, size):
         with tf.GradientTape() as tape:
             pred = mlp(xb)
-            loss = losses(yb, pred)
+            # (K,): each replica's mean binary cross-entropy over the batch's real examples, as
+            # keras.losses.BinaryCrossentropy (padding has weight 0)
+            loss = tf.reduce_sum(keras.losses.binary_crossentropy(yb, pred) * mb, axis=1) / size
             total = tf.reduce_sum(loss)  # d total / d replica k's weights = replica k's own gradient
         grads = tape.gradient(total, mlp.variables)
         optimizer.apply(grads, mlp.variables)
-        size = tf.cast(tf.shape(xb)[1], tf.float32)
         blocks = mlp.kernel_blocks(grads)
         stats = gradient_stats(blocks) if statistics else tf.zeros((k, mlp.depth + 1, len(GRADIENT_STATS)))
-        return loss * size, correct(yb, pred), stats, blocks
+        return loss * size, tf.reduce_sum(correct(yb, pred) * mb, axis=1), stats, blocks
 
-    @tf.function
+    # autograph=False: the loop below is written as the tf.while_loop it is; converting the
+    # step's Python code (Keras' optimizer included) costs more tracing time than it saves.
+    @tf.function(autograph=False)
     def run_epoch(orders):
-        xs, ys = tf.gather(x_train, orders), tf.gather(y_train, orders)  # (K, n, 2), (K, n, 1)
-        loss_sum = tf.zeros((k,))
-        hits = tf.zeros((k,))
-        grad_sum = tf.zeros((k, mlp.depth + 1, len(GRADIENT_STATS)))
-        last_grads = [tf.zeros_like(block) for block in mlp.kernel_blocks()]
-        # A graph loop over the batches, the last one possibly smaller: one traced step, whatever the depth.
-        for i in tf.range(n_batches):
-            start = i * batch_size
-            stop = tf.minimum(start + batch_size, n)
-            batch_loss, batch_hits, batch_grads, last_grads = step(xs[:, start:stop], ys[:, start:stop])
-            loss_sum += batch_loss
-            hits += batch_hits
-            grad_sum += batch_grads
+        def batches(values):  # (K, n_batches * batch_size, d) -> (n_batches, K, batch_size, d)
+            return tf.transpose(tf.reshape(tf.gather(values, orders), (k, n_batches, batch_size, -1)), (1, 0, 2, 3))
+
+        xs, ys = batches(x_train), batches(y_train)
+
+        def body(i, loss_sum, hits, grad_sum, _):
+            batch_loss, batch_hits, batch_grads, last_grads = step(xs[i], ys[i], mask[i], sizes[i])
+            return i + 1, loss_sum + batch_loss, hits + batch_hits, grad_sum + batch_grads, last_grads
+
+        # One traced step in a graph loop over the batches, whatever their number.
+        start = (
+            tf.constant(0), tf.zeros((k,)), tf.zeros((k,)), tf.zeros((k, mlp.depth + 1, len(GRADIENT_STATS))),
+            [tf.zeros_like(block) for block in mlp.kernel_blocks()],
+        )
+        _, loss_sum, hits, grad_sum, last_grads = tf.while_loop(lambda i, *_: i < n_batches, body, start)
         test_pred = mlp(x_test)
         return {
             "train_loss": loss_sum / n,
             "train_accuracy": hits / n,
-            "test_loss": losses(y_test, test_pred),
-            "test_accuracy": correct(y_test, test_pred) / len(data.x_test),
+            "test_loss": tf.reduce_mean(keras.losses.binary_crossentropy(y_test, test_pred), axis=1),
+            "test_accuracy": tf.reduce_mean(correct(y_test, test_pred), axis=1),
             "grad": grad_sum / n_batches,
             # the distribution is taken at the epoch's last batch: sorting every batch would cost more than training
             "percentiles": gradient_percentiles(last_grads, PERCENTILES) if statistics else tf.zeros((k, mlp.depth + 1, len(PERCENTILES))),
@@ -152,7 +175,7 @@ def train_group(
     failures: list[str | None] = [None] * len(runs)
     n = len(data.x_train)
     for epoch in range(settings.epochs):
-        orders = np.stack([shuffle.permutation(n) for shuffle in shuffles]).astype(np.int32)
+        orders = epoch_orders(shuffles, n, settings.batch_size)
         out = {name: value.numpy() for name, value in run_epoch(tf.constant(orders)).items()}
         for i in range(len(runs)):
             if failures[i] is not None:
