@@ -1,30 +1,39 @@
-"""Per-run figures drawn from a history DataFrame (see records.history_frame).
+"""Figures of one run's history: the two PNGs every run carries, and their drawing for reports.
 
-Each ``plot_*`` only draws onto the Axes it is given; ``*_figure`` wraps one in a Figure.
-Figures are built without pyplot, so nothing here needs a display or global state. A sweep
-draws two per run, so they are kept cheap: at most ``MAX_POINTS`` points per line (the
-history artifact has every epoch) and fast PNG compression.
+``plot_accuracy`` only draws onto the Axes it is given (the report uses it). :class:`RunFigures`
+writes a run's ``accuracy.png`` and ``gradients.png``; a sweep writes two for every run, so it
+keeps one Figure per kind and draws only what changes from run to run (see its docstring).
+Nothing here uses pyplot, so no display or global state is needed.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
 MAX_POINTS = 250  # more than a 480-pixel-wide axis can show
 PNG = {"dpi": 80, "pil_kwargs": {"compress_level": 1}}
+BACKGROUNDS = 32  # axis ranges whose drawn background a RunFigures keeps, per figure
 
 
 def layer_columns(frame, stat: str) -> list[str]:
-    """The ``<stat>/layer_NN`` columns of ``frame``, input side first."""
-    return sorted(c for c in frame.columns if c.startswith(stat + "/"))
+    """The ``<stat>/layer_NN`` columns of ``frame`` (a DataFrame or a dict of columns), input side first."""
+    return sorted(c for c in frame if c.startswith(stat + "/"))
 
 
-def _thin(frame):
-    step = max(1, -(-len(frame) // MAX_POINTS))
-    return frame if step == 1 else frame.iloc[list(range(0, len(frame), step)) + ([len(frame) - 1] if (len(frame) - 1) % step else [])]
+def thin(n: int) -> np.ndarray:
+    """Indices of at most about ``MAX_POINTS`` of ``n`` points, evenly spaced, the last one included."""
+    step = max(1, -(-n // MAX_POINTS))
+    index = np.arange(0, n, step)
+    return index if step == 1 or (n - 1) % step == 0 else np.append(index, n - 1)
 
 
 def plot_accuracy(frame, ax) -> None:
     """Train and test accuracy over epochs, as the tutorial plots its history."""
-    frame = _thin(frame)
+    frame = frame.iloc[thin(len(frame))]
     ax.plot(frame["epoch"], frame["train_accuracy"], label="train")
     ax.plot(frame["epoch"], frame["test_accuracy"], label="test")
     ax.set_xlabel("epoch")
@@ -33,47 +42,123 @@ def plot_accuracy(frame, ax) -> None:
     ax.legend(loc="lower right")
 
 
-def plot_layer_series(frame, stat: str, ax, log: bool = True) -> None:
-    """One line per layer of ``stat`` over epochs, coloured from input (dark) to output (light);
-    on a log scale a vanishing gradient shows as a gap between the first and the last layers."""
-    from matplotlib import colormaps
-
-    frame = _thin(frame)
-    columns = layer_columns(frame, stat)
-    colours = colormaps["viridis"].resampled(max(len(columns), 2))
-    for i, column in enumerate(columns):
-        label = column.split("/", 1)[1] if i in (0, len(columns) - 1) or len(columns) <= 8 else None
-        ax.plot(frame["epoch"], frame[column], color=colours(i), linewidth=1, label=label)
-    if log:
-        from matplotlib.ticker import LogFormatter, NullLocator
-
-        ax.set_yscale("log")
-        # No minor ticks and plain "1e-05" labels: log-axis minor ticks and mathtext labels cost
-        # more than the plot itself, and a sweep draws this figure for every run.
-        ax.yaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(stat)
-    ax.legend(fontsize="small", loc="best")
+def decades(values) -> tuple[float, float]:
+    """Log-axis limits: the powers of ten around the positive finite ``values`` ((1e-8, 1) if there are none)."""
+    values = np.asarray(values, dtype=float)
+    positive = values[np.isfinite(values) & (values > 0)]
+    if not positive.size:
+        return 1e-8, 1.0
+    low, high = math.floor(math.log10(positive.min())), math.ceil(math.log10(positive.max()))
+    return 10.0**low, 10.0 ** max(high, low + 1)
 
 
-def _figure(title: str):
-    from matplotlib.figure import Figure
+class _Panel:
+    """One reusable Figure with one Axes: a background per axis range, lines drawn over it."""
 
-    figure = Figure(figsize=(6, 4))
-    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)  # fixed margins: layout engines cost more than the plot
-    ax = figure.add_subplot()
-    ax.set_title(title, y=1.0)  # a fixed position skips matplotlib's title-overlap search
-    return figure, ax
+    def __init__(self, title: str, ylabel: str, log: bool) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(6, 4), dpi=PNG["dpi"])
+        self.canvas = FigureCanvasAgg(self.figure)
+        # fixed margins and title position: layout engines and the title-overlap search cost more than the plot
+        self.figure.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)
+        self.ax = self.figure.add_subplot()
+        self.ax.set_title(title, y=1.0)
+        self.ax.set_xlabel("epoch")
+        self.ax.set_ylabel(ylabel)
+        if log:
+            from matplotlib.ticker import LogFormatter, NullLocator
+
+            self.ax.set_yscale("log")
+            # no minor ticks, plain "1e-05" labels: on a log axis these are most of the drawing time
+            self.ax.yaxis.set_minor_locator(NullLocator())
+            self.ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
+        self.lines: list = []
+        self._backgrounds: dict[tuple, object] = {}
+
+    def start(self, epochs: np.ndarray, ylim: tuple[float, float]) -> None:
+        """Set the axis range (x: the epochs with matplotlib's 5% margins) and paint its background."""
+        span = float(epochs[-1] - epochs[0]) or 1.0
+        key = (float(epochs[0]) - 0.05 * span, float(epochs[-1]) + 0.05 * span, *ylim)
+        self.ax.set_xlim(key[0], key[1])
+        self.ax.set_ylim(key[2], key[3])
+        if key not in self._backgrounds:
+            if len(self._backgrounds) >= BACKGROUNDS:
+                self._backgrounds.pop(next(iter(self._backgrounds)))
+            self.canvas.draw()  # everything but the animated lines and legend
+            self._backgrounds[key] = self.canvas.copy_from_bbox(self.figure.bbox)
+        self.canvas.restore_region(self._backgrounds[key])
+        for line in self.lines:  # a previous run's lines hold no data: loc="best" would avoid them
+            line.set_data([], [])
+
+    def draw_line(self, i: int, x, y, label: str, **style) -> None:
+        while len(self.lines) <= i:
+            (line,) = self.ax.plot([], [], animated=True)
+            self.lines.append(line)
+        line = self.lines[i]
+        line.set_data(x, y)
+        line.set_label(label)
+        line.set(**style)
+        self.ax.draw_artist(line)
+
+    def finish(self, handles: list, path: str | Path, **legend) -> None:
+        """Draw the legend over the lines and write the PNG."""
+        from PIL import Image
+
+        artist = self.ax.legend(handles=handles, **legend)
+        artist.set_animated(True)
+        self.ax.draw_artist(artist)
+        width, height = self.canvas.get_width_height()
+        image = Image.frombuffer("RGBA", (width, height), self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+        image.save(path, format="png", **PNG["pil_kwargs"])
 
 
-def accuracy_figure(frame):
-    figure, ax = _figure("accuracy")
-    plot_accuracy(frame, ax)
-    return figure
+class RunFigures:
+    """Writes a run's ``accuracy.png`` (train and test accuracy over epochs) and ``gradients.png``
+    (mean |gradient| per layer over epochs, log scale, input layer dark, output layer light).
 
+    Most of matplotlib's drawing time goes to what is the same from run to run: axes, ticks,
+    labels, title. Each figure is drawn once per axis range (the gradient axis snaps to powers
+    of ten, so a sweep has few) and kept as a background; a run draws only its lines and legend
+    over a copy of it (matplotlib's blitting). At most ``MAX_POINTS`` points per line; the
+    history artifact has every epoch.
 
-def gradient_figure(frame):
-    figure, ax = _figure("mean |gradient| per layer")
-    plot_layer_series(frame, "grad_mean_abs", ax, log=True)
-    return figure
+    Example:
+        >>> figures = RunFigures()  # doctest: +SKIP
+        >>> figures.write(history_columns(result.history), "artifacts/run-0")
+    """
+
+    def __init__(self) -> None:
+        self._accuracy = _Panel("accuracy", "accuracy", log=False)
+        self._gradients = _Panel("mean |gradient| per layer", "grad_mean_abs", log=True)
+
+    def write(self, columns, folder: str | Path) -> None:
+        """Both PNGs into ``folder`` from ``columns`` (records.history_columns, or a DataFrame of the same)."""
+        self.accuracy(columns, Path(folder) / "accuracy.png")
+        self.gradients(columns, Path(folder) / "gradients.png")
+
+    def accuracy(self, columns, path: str | Path) -> None:
+        index = thin(len(columns["epoch"]))
+        epochs = np.asarray(columns["epoch"])[index]
+        panel = self._accuracy
+        panel.start(epochs, (0.0, 1.0))
+        for i, name in enumerate(("train", "test")):
+            panel.draw_line(i, epochs, np.asarray(columns[f"{name}_accuracy"])[index], name, color=f"C{i}")
+        panel.finish(panel.lines[:2], path, loc="lower right")
+
+    def gradients(self, columns, path: str | Path) -> None:
+        from matplotlib import colormaps
+
+        index = thin(len(columns["epoch"]))
+        epochs = np.asarray(columns["epoch"])[index]
+        names = layer_columns(columns, "grad_mean_abs")
+        series: Sequence[np.ndarray] = [np.asarray(columns[name])[index] for name in names]
+        panel = self._gradients
+        panel.start(epochs, decades(series))
+        colours = colormaps["viridis"].resampled(max(len(names), 2))
+        for i, (name, values) in enumerate(zip(names, series)):
+            labelled = len(names) <= 8 or i in (0, len(names) - 1)
+            panel.draw_line(i, epochs, values, name.split("/", 1)[1] if labelled else "_nolegend_", color=colours(i), linewidth=1)
+        handles = [line for line in panel.lines[: len(names)] if not line.get_label().startswith("_")]
+        panel.finish(handles, path, fontsize="small", loc="best")

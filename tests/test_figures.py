@@ -1,0 +1,65 @@
+"""A run's PNGs: drawn over kept backgrounds, they must be exactly what a fresh figure draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from vgtrack.artifacts import write_history
+from vgtrack.figures import RunFigures, decades, thin
+
+
+def _columns(layers: int, epochs: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    columns = {"epoch": np.arange(epochs)}
+    for name in ("train_accuracy", "test_accuracy"):
+        columns[name] = rng.uniform(0.4, 0.9, epochs)
+    for i in range(layers):
+        columns[f"grad_mean_abs/layer_{i + 1:02d}"] = 10.0 ** rng.uniform(-6 + i / 4, -3 + i / 4, epochs)
+    return columns
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGBA"))
+
+
+def test_a_reused_renderer_draws_exactly_what_a_fresh_one_draws(tmp_path):
+    shallow, deep = _columns(3, 40, seed=1), _columns(21, 300, seed=2)
+    for name in ("fresh", "deep", "reused"):
+        (tmp_path / name).mkdir()
+    RunFigures().write(shallow, tmp_path / "fresh")
+    figures = RunFigures()
+    figures.write(deep, tmp_path / "deep")
+    figures.write(shallow, tmp_path / "reused")  # after a deeper run: none of its 21 lines may remain
+    for name in ("accuracy.png", "gradients.png"):
+        fresh, reused = _pixels(tmp_path / "fresh" / name), _pixels(tmp_path / "reused" / name)
+        assert fresh.shape == (320, 480, 4)
+        np.testing.assert_array_equal(reused, fresh)
+        assert len(np.unique(fresh.reshape(-1, 4), axis=0)) > 20  # lines, text and colours, not a blank page
+    assert not np.array_equal(_pixels(tmp_path / "deep" / "gradients.png"), _pixels(tmp_path / "fresh" / "gradients.png"))
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([3e-5, 0.2], (1e-5, 1.0)),
+    ([1e-3, 1e-3], (1e-3, 1e-2)),  # a flat line still gets a decade
+    ([0.0, -1.0, np.nan, np.inf], (1e-8, 1.0)),  # nothing a log axis can show
+])
+def test_gradient_axis_snaps_to_powers_of_ten(values, expected):
+    assert decades(values) == pytest.approx(expected)
+
+
+def test_thinning_keeps_the_last_epoch():
+    assert list(thin(5)) == [0, 1, 2, 3, 4]
+    index = thin(501)
+    assert len(index) <= 252 and index[0] == 0 and index[-1] == 500
+
+
+def test_history_parquet_reads_back_as_written(tmp_path):
+    columns = _columns(4, 7, seed=3)
+    write_history(columns, tmp_path / "history.parquet")
+    frame = pq.read_table(tmp_path / "history.parquet").to_pandas()
+    assert list(frame.columns) == list(columns)
+    for name, values in columns.items():
+        np.testing.assert_array_equal(frame[name].to_numpy(), values)
