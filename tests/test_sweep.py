@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from vgtrack.sweep import main
@@ -120,6 +121,40 @@ def _wait_for_running(uri: str, proc, timeout: float = 240.0):
     raise AssertionError("no run started training in time")
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (workers, the fork server they come from), read from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _gone(pids: set[int], timeout: float) -> set[int]:
+    """The processes of ``pids`` still alive (zombies count as gone) after waiting up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = set()
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.add(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
 def _start_sweep(path, uri):
     return subprocess.Popen(
         [sys.executable, "-m", "vgtrack.sweep", str(path), "--tracking-uri", uri, "--no-progress"],
@@ -132,11 +167,13 @@ def test_interrupt_marks_the_run_killed_and_rerun_finishes(write_spec, store, si
     path = write_spec(tiny_spec(train={"epochs": 3000, "batch_size": 32}))
     proc = _start_sweep(path, store)
     victim = _wait_for_running(store, proc)
+    workers = _descendants(proc.pid)
     sent = time.monotonic()
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - sent < 10, "a stop request must be honoured within seconds"
     assert proc.returncode == 130, err
+    assert not _gone(workers, timeout=10)
     client, runs = _children(store)
     assert {r.info.status for r in runs} == {"KILLED"}
     assert client.get_run(victim.info.run_id).info.status == "KILLED"
@@ -148,8 +185,11 @@ def test_sigkilled_sweep_is_reaped_and_rerun(write_spec, store, capsys):
     path = write_spec(tiny_spec(train={"epochs": 3000, "batch_size": 32}))
     proc = _start_sweep(path, store)
     victim = _wait_for_running(store, proc)
+    workers = _descendants(proc.pid)
+    assert len(workers) >= 2
     proc.kill()
     proc.wait(timeout=30)
+    assert not _gone(workers, timeout=20), "workers must leave once their sweep process is gone"
     client, _ = _children(store)
     assert client.get_run(victim.info.run_id).info.status == "RUNNING"  # nobody could end it
     proc = _start_sweep(path, store)
@@ -163,6 +203,18 @@ def test_sigkilled_sweep_is_reaped_and_rerun(write_spec, store, capsys):
     assert len(finished) == 4 and len({r.data.tags["run_key"] for r in finished}) == 4
     assert victim.data.tags["run_key"] in {r.data.tags["run_key"] for r in finished}
     assert sorted(p.info.status for p in _parents(store)) == ["FINISHED", "KILLED"]
+
+
+def test_workers_leave_when_the_sweep_process_is_killed(write_spec, store):
+    # Every epoch goes to MLflow: the workers' messages are larger than a pipe holds, so a worker
+    # that waited to flush them into a pipe nobody reads would never exit.
+    path = write_spec(tiny_spec(train={"epochs": 3000, "batch_size": 32}, tracking={"metric_points": 100_000}))
+    proc = _start_sweep(path, store)
+    _wait_for_running(store, proc)
+    workers = _descendants(proc.pid)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert not _gone(workers, timeout=20)
 
 
 def test_saved_model_loads_and_reproduces_the_logged_accuracy(write_spec, store):

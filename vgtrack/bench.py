@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.epochs} epochs; vgtrack on {args.workers} workers", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="vgtrack-bench-") as folder:
         wall, outcome = run_vgtrack(spec, args.workers, folder)
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker so far
+    rss_mb = outcome.worker_peak_rss_mb
     print(f"vgtrack: {wall:.1f} s; now the baseline ...", file=sys.stderr)
     baseline = run_baseline(spec, args.baseline_runs)
     share = statistics_share(spec, args.workers)

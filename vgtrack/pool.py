@@ -10,8 +10,9 @@ worker sends, per group:
 - ``("done", gid, [RunOutcome, ...], Timings)`` with each run's artifact folder written;
 - ``("error", gid, text)`` if the group crashed.
 
-Workers are started with the "spawn" method (TensorFlow does not survive fork) and ignore
-Ctrl-C: the parent decides when to stop them.
+Workers are forked from a fork server that has imported TensorFlow once (:mod:`vgtrack.preload`)
+but run nothing of it: TensorFlow does not survive a fork once its runtime has started, and in
+the server it never starts. Workers ignore Ctrl-C: the parent decides when to stop them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import resource
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -41,6 +44,22 @@ class Timings:
 
     training: float
     artifacts: float
+    peak_rss_mb: float  # the worker's peak resident memory so far (its own: workers are not the sweep's children)
+
+
+class _SweepGone(Exception):
+    """The sweep process ended (SIGKILL, say): nobody reads this worker's messages any more."""
+
+
+def _sweep_alive() -> bool:
+    """Whether the sweep process that started this worker still runs.
+
+    Not ``os.getppid()``: a worker's parent is the fork server, which outlives the sweep for as
+    long as any worker does. multiprocessing gives each worker a pipe from the process that asked
+    for it, and that pipe closes when the sweep process ends, however it ends.
+    """
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
 
 
 def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, send) -> None:
@@ -50,11 +69,9 @@ def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, se
     from vgtrack.train import train_group
     from vgtrack.verdict import chance_level
 
-    parent = os.getppid()
-
     def send_epochs(batch) -> None:
-        if os.getppid() != parent:  # the sweep process died (SIGKILL): nobody will log this group
-            raise SystemExit(1)
+        if not _sweep_alive():  # nobody will log this group
+            raise _SweepGone
         send(("epochs", gid, batch))
 
     sampler = RecordSampler([run.cell.depth for run in runs], spec.train.epochs, spec.tracking.metric_points, send_epochs, SEND_EVERY)
@@ -68,7 +85,8 @@ def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, se
         run_outcome(folder / f"{gid}-{i}", run, result, chance, spec.tracking.save_model)
         for i, (run, result) in enumerate(zip(runs, results))
     ]
-    send(("done", gid, outcomes, Timings(trained - started, time.process_time() - trained)))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    send(("done", gid, outcomes, Timings(trained - started, time.process_time() - trained, peak)))
 
 
 def _worker_main(tasks, results, spec: SweepSpec, folder: str) -> None:
@@ -78,22 +96,34 @@ def _worker_main(tasks, results, spec: SweepSpec, folder: str) -> None:
 
     warm_up()  # import TensorFlow now, while the parent opens the MLflow store
 
-    parent = os.getppid()
     data = load_dataset(spec.data)
     while True:
         try:
             task = tasks.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent:  # the sweep process died: leave instead of waiting forever
-                return
+            if not _sweep_alive():  # leave instead of waiting forever
+                break
             continue
         if task is None:
             return
         gid, runs = task
         try:
             run_group(gid, runs, spec, data, Path(folder), results.put)
+        except _SweepGone:
+            break
         except Exception:
             results.put(("error", gid, traceback.format_exc(limit=5)))
+    # The sweep is gone: exit without waiting to flush messages into a pipe nobody reads.
+    results.cancel_join_thread()
+
+
+def _context():
+    """Fork server with TensorFlow preloaded where the platform has one, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["vgtrack.preload"])  # a failed preload only means workers import it themselves
+    return context
 
 
 class WorkerPool:
@@ -107,13 +137,21 @@ class WorkerPool:
     """
 
     def __init__(self, workers: int, spec: SweepSpec, folder: str | Path) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         self._context, self._spec, self._folder = context, spec, str(folder)
         self.tasks, self.results = context.Queue(), context.Queue()
-        self.processes = [self._start() for _ in range(workers)]
+        self.processes: list = []
         self._owner: dict[int, int] = {}  # gid -> pid of the worker training it
         self._stopped = False
         self._deaths = 0
+        # The first start waits for the fork server to import TensorFlow (seconds): start the workers
+        # from a thread, so that the caller opens its MLflow store meanwhile on the other core.
+        self._starting = threading.Thread(target=self._start_all, args=(workers,), name="vgtrack-pool-start", daemon=True)
+        self._starting.start()
+
+    def _start_all(self, workers: int) -> None:
+        for _ in range(workers):
+            self.processes.append(self._start())
 
     def _start(self):
         process = self._context.Process(
@@ -143,6 +181,8 @@ class WorkerPool:
         Raises:
             RuntimeError: workers keep dying (e.g. they cannot even start), so replacing them is pointless.
         """
+        if self._starting.is_alive():
+            return []
         lost = []
         for index, process in enumerate(self.processes):
             if process.exitcode is None:
@@ -159,6 +199,7 @@ class WorkerPool:
 
     def close(self) -> None:
         """Let the workers finish and exit."""
+        self._starting.join()
         for _ in self.processes:
             self.tasks.put(None)
         for process in self.processes:
@@ -170,6 +211,7 @@ class WorkerPool:
         if self._stopped:
             return
         self._stopped = True
+        self._starting.join()
         for process in self.processes:
             if process.is_alive():
                 process.terminate()

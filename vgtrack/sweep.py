@@ -39,6 +39,7 @@ class SweepOutcome:
     tracking_seconds: float = 0.0  # CPU seconds the sweep process spent logging to MLflow
     training_seconds: float = 0.0  # CPU seconds the workers spent in train_group, summed
     artifact_seconds: float = 0.0  # CPU seconds the workers spent writing history.parquet and figures
+    worker_peak_rss_mb: float = 0.0  # the largest peak resident memory of a worker
 
     @property
     def missing(self) -> int:
@@ -106,7 +107,7 @@ class _Sweeping:
         self.runs: dict[int, list] = {}  # gid -> RunTrackers of a started group
         self.remaining = set(range(len(groups)))
         self.tracking_seconds = 0.0
-        self.worker_training = self.worker_artifacts = 0.0
+        self.worker_training = self.worker_artifacts = self.worker_peak_rss_mb = 0.0
 
     def _start(self, gid: int) -> list:
         if gid not in self.runs:
@@ -126,6 +127,7 @@ class _Sweeping:
             outcomes, timings = message[2], message[3]
             self.worker_training += timings.training
             self.worker_artifacts += timings.artifacts
+            self.worker_peak_rss_mb = max(self.worker_peak_rss_mb, timings.peak_rss_mb)
             for run, run_tracker, out in zip(self.groups[gid], self._start(gid), outcomes):
                 if out.failure is None:
                     run_tracker.finish(out.seconds, out.artifacts, out.tags)
@@ -227,6 +229,7 @@ def _sweep(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool
             outcome.tracking_seconds = sweeping.tracking_seconds
             outcome.training_seconds = sweeping.worker_training
             outcome.artifact_seconds = sweeping.worker_artifacts
+            outcome.worker_peak_rss_mb = sweeping.worker_peak_rss_mb
             tracker.close(status, {"finished": str(outcome.finished), "failed": str(outcome.failed), "skipped": str(outcome.skipped)})
     return outcome
 

@@ -1,0 +1,21 @@
+"""What every local worker process imports, loaded once by the fork server of :mod:`vgtrack.pool`.
+
+Importing TensorFlow and Keras takes seconds of CPU. Workers forked from a server that has
+already imported them start at once, and a sweep on N workers pays for the import once instead
+of N times, on cores that are otherwise busy opening the MLflow store.
+
+Only imports: no TensorFlow operation runs here, so the fork server starts none of TensorFlow's
+runtime threads and forking it is safe; each worker configures and starts its own runtime
+(:func:`vgtrack.train.warm_up`).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402,F401
+import matplotlib.figure  # noqa: E402,F401  (a run's figures)
+import pandas  # noqa: E402,F401  (a run's history.parquet)
+import sklearn.datasets  # noqa: E402,F401  (make_circles)
+import sklearn.preprocessing  # noqa: E402,F401
+import tensorflow  # noqa: E402,F401
