@@ -18,7 +18,7 @@ from vgtrack.records import EpochRecord, metric_values
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 # MLflow prints a "View run at <url>" line for every run it ends on a server; a sweep ends thousands.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-MAX_BATCH = 1000  # MLflow's limit on metrics in one log_batch call
+MAX_BATCH = 1000  # MLflow's limit on values (metrics, params and tags together) in one log_batch call
 
 
 def resolve_uri(cli_uri: str | None, spec_uri: str | None) -> str:
@@ -187,8 +187,7 @@ class SweepTracker:
         self.parent_id = None
 
     def start_run(self, run: Run, sweep: str, params: dict, extra_tags: dict[str, str] | None = None) -> RunTracker:
-        """Create the child run of ``run`` (RUNNING) with its params and tags."""
-        from mlflow.entities import Param
+        """Create the child run of ``run`` (RUNNING) with its tags; its params go with its first metrics."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         tags = {
@@ -198,23 +197,23 @@ class SweepTracker:
         if self.parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_id
         created = self.client.create_run(self.experiment_id, run_name=run.name, tags=tags)
-        run_id = created.info.run_id
-        items = [Param(k, str(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
-            self.client.log_batch(run_id, params=items[i : i + 100])
-        return RunTracker(self.client, run_id)
+        return RunTracker(self.client, created.info, params)
 
 
 class RunTracker:
     """One child run: receives its sampled epoch records, then ends FINISHED, FAILED or KILLED.
 
-    Metrics (step = epoch) are buffered and written with ``log_batch`` in chunks of at most
-    1000 points. Which epochs are logged is the sender's choice (records.logged_epochs); the
-    full history arrives as the ``history.parquet`` artifact.
+    Each write is one ``log_batch`` call where MLflow's limits allow (1000 values, 100 params,
+    100 tags): a call costs about as much as 60 metric points, so the params ride with the first
+    metrics and the verdict tags with the last. Which epochs are logged is the sender's choice
+    (records.logged_epochs); the full history arrives as the ``history.parquet`` artifact.
     """
 
-    def __init__(self, client, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(self, client, info, params: dict | None = None) -> None:
+        from mlflow.entities import Param
+
+        self.client, self.run_id, self._artifact_uri = client, info.run_id, info.artifact_uri
+        self._params = [Param(k, str(v)) for k, v in (params or {}).items()]
         self._pending: list = []
         self.ended = False  # once FINISHED, FAILED or KILLED, later fail/kill calls leave the run as it is
 
@@ -224,22 +223,29 @@ class RunTracker:
         ts = _now_ms()
         for record in records:
             self._pending += [Metric(k, v, ts, record.epoch) for k, v in metric_values(record).items()]
-        self._flush()  # records arrive already batched (every few seconds), so write them now
+        self._write()  # records arrive already batched (every few seconds), so write them now
 
-    def _flush(self) -> None:
-        while self._pending:
-            chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            self.client.log_batch(self.run_id, metrics=chunk)
-
-    def _upload(self, folder: str | Path | None) -> None:
-        if folder is not None and any(Path(folder).iterdir()):
-            self.client.log_artifacts(self.run_id, str(folder))
-
-    def _tag(self, tags: dict[str, str]) -> None:
+    def _write(self, tags: dict[str, str] | None = None) -> None:
+        """Everything not yet written (the params, once; the metrics) and ``tags``, in as few calls as MLflow allows."""
         from mlflow.entities import RunTag
 
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        params, self._params = self._params, []
+        metrics, self._pending = self._pending, []
+        tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
+        while params or metrics or tag_items:
+            some_params, params = params[:100], params[100:]
+            some_tags, tag_items = tag_items[:100], tag_items[100:]
+            room = MAX_BATCH - len(some_params) - len(some_tags)
+            some_metrics, metrics = metrics[:room], metrics[room:]
+            self.client.log_batch(self.run_id, metrics=some_metrics, params=some_params, tags=some_tags)
+
+    def _upload(self, folder: str | Path | None) -> None:
+        """The files of ``folder`` into the run's artifacts, through the repository its artifact URI names
+        (what ``MlflowClient.log_artifacts`` does after fetching the whole run again to learn that URI)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        if folder is not None and any(Path(folder).iterdir()):
+            get_artifact_repository(self._artifact_uri, tracking_uri=self.client.tracking_uri).log_artifacts(str(folder))
 
     def finish(
         self, seconds: float, artifacts: str | Path | None, tags: dict[str, str] | None = None, commit=None
@@ -252,8 +258,7 @@ class RunTracker:
         from mlflow.entities import Metric
 
         self._pending.append(Metric("train_seconds", seconds, _now_ms(), 0))
-        self._flush()
-        self._tag(tags or {})
+        self._write(tags)
         self._upload(artifacts)
         if commit is not None and not commit():
             self.kill("superseded: the run was declared stale and retried elsewhere")
@@ -266,8 +271,7 @@ class RunTracker:
         """Keep what was logged, record why, and mark the run FAILED."""
         if self.ended:
             return
-        self._flush()
-        self._tag({"failure_reason": reason[:5000], **(tags or {})})
+        self._write({"failure_reason": reason[:5000], **(tags or {})})
         self._upload(artifacts)
         self.client.set_terminated(self.run_id, "FAILED")
         self.ended = True
@@ -276,7 +280,6 @@ class RunTracker:
         """Interrupted: keep the metrics already received and mark the run KILLED, quickly."""
         if self.ended:
             return
-        self._flush()
-        self.client.set_tag(self.run_id, "end_reason", reason)
+        self._write({"end_reason": reason})
         self.client.set_terminated(self.run_id, "KILLED")
         self.ended = True
