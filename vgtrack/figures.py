@@ -52,8 +52,12 @@ def decades(values) -> tuple[float, float]:
     return 10.0**low, 10.0 ** max(high, low + 1)
 
 
+CORNERS = ("upper right", "upper left", "lower left", "lower right")  # matplotlib's order of preference for loc="best"
+
+
 class _Panel:
-    """One reusable Figure with one Axes: a background per axis range, lines drawn over it."""
+    """One reusable Figure with one Axes: a background per axis range, lines drawn over it, a
+    legend pasted over them from a cache of drawn legends."""
 
     def __init__(self, title: str, ylabel: str, log: bool) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -76,6 +80,8 @@ class _Panel:
             self.ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
         self.lines: list = []
         self._backgrounds: dict[tuple, object] = {}
+        self._background = None  # the one painted for the current run
+        self._legends: dict[tuple, object] = {}
 
     def start(self, epochs: np.ndarray, ylim: tuple[float, float]) -> None:
         """Set the axis range (x: the epochs with matplotlib's 5% margins) and paint its background."""
@@ -86,11 +92,10 @@ class _Panel:
         if key not in self._backgrounds:
             if len(self._backgrounds) >= BACKGROUNDS:
                 self._backgrounds.pop(next(iter(self._backgrounds)))
-            self.canvas.draw()  # everything but the animated lines and legend
+            self.canvas.draw()  # everything but the animated lines
             self._backgrounds[key] = self.canvas.copy_from_bbox(self.figure.bbox)
-        self.canvas.restore_region(self._backgrounds[key])
-        for line in self.lines:  # a previous run's lines hold no data: loc="best" would avoid them
-            line.set_data([], [])
+        self._background = self._backgrounds[key]
+        self.canvas.restore_region(self._background)
 
     def draw_line(self, i: int, x, y, label: str, **style) -> None:
         while len(self.lines) <= i:
@@ -102,16 +107,39 @@ class _Panel:
         line.set(**style)
         self.ax.draw_artist(line)
 
+    def quiet_corner(self, x: np.ndarray, series, labels: int) -> str:
+        """The corner of the axes that the lines cross least: where a legend of ``labels`` entries hides least."""
+        transform = self.ax.transScale + self.ax.transLimits  # data -> axes fraction, log scale included
+        with np.errstate(divide="ignore", invalid="ignore"):
+            points = np.concatenate([transform.transform(np.column_stack([x, y])) for y in series])
+        width, height = 0.3, 0.05 + 0.06 * labels  # about the legend's size, in axes fractions
+        right, top = points[:, 0] > 1 - width, points[:, 1] > 1 - height
+        left, bottom = points[:, 0] < width, points[:, 1] < height
+        counts = [np.sum(right & top), np.sum(left & top), np.sum(left & bottom), np.sum(right & bottom)]
+        return CORNERS[int(np.argmin(counts))]
+
     def finish(self, handles: list, path: str | Path, **legend) -> None:
-        """Draw the legend over the lines and write the PNG."""
+        """Paste the legend over the lines and write the PNG (RGB: the figure has no transparency)."""
         from PIL import Image
 
-        artist = self.ax.legend(handles=handles, **legend)
+        key = (tuple((h.get_label(), h.get_color(), h.get_linewidth()) for h in handles), tuple(sorted(legend.items())))
+        if key not in self._legends:
+            self._legends[key] = self._draw_legend(handles, legend)
+        self.canvas.restore_region(self._legends[key])
+        rgba = np.asarray(self.canvas.buffer_rgba())
+        Image.fromarray(np.ascontiguousarray(rgba[:, :, :3])).save(path, format="png", **PNG["pil_kwargs"])
+
+    def _draw_legend(self, handles: list, legend: dict):
+        """The pixels of this legend (opaque, square corners) drawn on the bare background, to paste later."""
+        drawn = self.canvas.copy_from_bbox(self.figure.bbox)  # the lines drawn so far
+        self.canvas.restore_region(self._background)
+        artist = self.ax.legend(handles=handles, framealpha=1, fancybox=False, **legend)
         artist.set_animated(True)
         self.ax.draw_artist(artist)
-        width, height = self.canvas.get_width_height()
-        image = Image.frombuffer("RGBA", (width, height), self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-        image.save(path, format="png", **PNG["pil_kwargs"])
+        patch = self.canvas.copy_from_bbox(artist.get_window_extent(self.canvas.get_renderer()).expanded(1.02, 1.05))
+        artist.remove()
+        self.canvas.restore_region(drawn)
+        return patch
 
 
 class RunFigures:
@@ -161,4 +189,4 @@ class RunFigures:
             labelled = len(names) <= 8 or i in (0, len(names) - 1)
             panel.draw_line(i, epochs, values, name.split("/", 1)[1] if labelled else "_nolegend_", color=colours(i), linewidth=1)
         handles = [line for line in panel.lines[: len(names)] if not line.get_label().startswith("_")]
-        panel.finish(handles, path, fontsize="small", loc="best")
+        panel.finish(handles, path, fontsize="small", loc=panel.quiet_corner(epochs, series, len(handles)))
