@@ -65,3 +65,15 @@ def test_a_killed_run_keeps_its_params_and_metrics(store):
     run_tracker.kill("interrupted")  # before any metrics arrived: the params are still written
     got = tracker.client.get_run(run_tracker.run_id)
     assert got.info.status == "KILLED" and got.data.params == {"depth": "3"} and got.data.tags["end_reason"] == "interrupted"
+
+
+def test_metric_plan_keeps_a_run_near_its_budget():
+    from vgtrack.records import metric_plan
+
+    for depth in (1, 5, 10, 20):
+        scalars, layers = metric_plan(500, depth + 1, 250)
+        assert 500 - 1 in scalars and 500 - 1 in layers  # the final values are always in MLflow
+        assert 0 in scalars and len(scalars) == 31  # the scalar curves: 125 points over 4 series
+        assert 4 * len(scalars) + 4 * (depth + 1) * len(layers) <= 250
+    assert metric_plan(500, 21, 250)[1] == {499}  # 84 layer series: the last epoch only
+    assert metric_plan(4, 3, 50) == ({0, 1, 2, 3}, {0, 3})

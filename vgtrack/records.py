@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,7 +19,8 @@ SCALARS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One epoch of one run: scalar metrics and a ``(n_layers,)`` array per layer statistic."""
+    """One epoch of one run: scalar metrics and a ``(n_layers,)`` array per layer statistic
+    (``stats`` is empty in a record that carries only the scalars to MLflow, see RecordSampler)."""
 
     epoch: int
     train_loss: float
@@ -79,26 +80,40 @@ def history_frame(history: tuple[EpochRecord, ...] | list[EpochRecord]):
 LOGGED_LAYER_STATS = ("grad_mean_abs", "grad_std", "grad_l2", "kernel_l1")
 
 
-def logged_epochs(epochs: int, n_layers: int, budget: int) -> range:
-    """Epochs whose metrics go to MLflow so that a run logs about ``budget`` points at most.
-
-    Every series (the four scalars and four statistics per layer) is sampled with the same
-    stride; the last epoch is always logged too (the caller adds it).
+def logged_epochs(epochs: int, series: int, budget: int) -> list[int]:
+    """About ``budget / series`` epochs, evenly spaced from the first to the last (the last alone if
+    the budget allows one point per series).
 
     Example:
-        >>> logged_epochs(500, 6, 500)   # 28 series x 500 epochs = 14,000 points -> every 28th epoch
-        range(0, 500, 28)
+        >>> logged_epochs(500, 4, 125)   # the four scalars, 31 points each
+        [0, 17, 33, ..., 482, 499]
     """
-    series = len(SCALARS) + len(LOGGED_LAYER_STATS) * n_layers
-    stride = max(1, -(-series * epochs // budget))
-    return range(0, epochs, stride)
+    points = min(epochs, max(1, budget // series))
+    if points == 1:
+        return [epochs - 1]
+    return sorted({round(i * (epochs - 1) / (points - 1)) for i in range(points)})
+
+
+def metric_plan(epochs: int, n_layers: int, budget: int) -> tuple[set[int], set[int]]:
+    """Which epochs MLflow gets the scalars at, and which the per-layer statistics at: about
+    ``budget`` points for the run.
+
+    Half the budget goes to the four scalars (the curves the MLflow UI charts and compares), half
+    to the four statistics of every layer, whose full history is in ``history.parquet`` and
+    ``gradients.png``: a deep network gets few points per layer, at least its last epoch.
+    """
+    scalars = logged_epochs(epochs, len(SCALARS), budget // 2)
+    layers = logged_epochs(epochs, len(LOGGED_LAYER_STATS) * n_layers, budget - budget // 2)
+    return set(scalars), set(layers)
 
 
 def metric_values(record: EpochRecord) -> dict[str, float]:
-    """What MLflow receives for one epoch: the scalars and ``<stat>/layer_NN`` for LOGGED_LAYER_STATS."""
+    """What MLflow receives for one epoch: the scalars and, if the record carries them,
+    ``<stat>/layer_NN`` for LOGGED_LAYER_STATS."""
     values = record.scalars()
     for stat in LOGGED_LAYER_STATS:
-        values |= {f"{stat}/{layer}": float(v) for layer, v in zip(record.layers, record.stats[stat])}
+        if stat in record.stats:
+            values |= {f"{stat}/{layer}": float(v) for layer, v in zip(record.layers, record.stats[stat])}
     return values
 
 
@@ -116,14 +131,17 @@ class RecordSampler:
         import time
 
         self._clock = time.monotonic
-        self.logged = [set(logged_epochs(epochs, depth + 1, budget)) | {epochs - 1} for depth in depths]
+        self.plans = [metric_plan(epochs, depth + 1, budget) for depth in depths]
         self.send, self.every = send, every
         self.buffer: dict[int, list[EpochRecord]] = {}
         self.last_sent = self._clock()
 
     def __call__(self, i: int, record: EpochRecord) -> None:
-        if record.epoch in self.logged[i] or not np.isfinite(record.train_loss):
+        scalars, layers = self.plans[i]
+        if record.epoch in layers or not np.isfinite(record.train_loss):
             self.buffer.setdefault(i, []).append(record)
+        elif record.epoch in scalars:
+            self.buffer.setdefault(i, []).append(replace(record, stats={}))  # the scalars only
         if self._clock() - self.last_sent > self.every:
             self.flush()
 

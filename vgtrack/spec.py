@@ -214,9 +214,10 @@ class TrainSpec(_Spec):
 class TrackingSpec(_Spec):
     # None: MLFLOW_TRACKING_URI if set, else the embedded sqlite:///mlruns/mlflow.db.
     uri: str | None = None
-    # MLflow metric points per run, at most (about): every series is sampled with one stride. Each point
-    # costs ~0.1 ms on the sqlite store; the history.parquet artifact keeps every epoch anyway.
-    metric_points: int = Field(500, ge=10, le=100_000)
+    # MLflow metric points per run, about: half for the four scalar curves, half for the per-layer
+    # statistics (records.metric_plan). Each point costs ~0.1 ms of the sweep process on the sqlite
+    # store, as much as training a run for a few epochs; history.parquet keeps every epoch anyway.
+    metric_points: int = Field(250, ge=10, le=100_000)
     save_model: bool = False  # also log the trained Keras model as model.keras (keras.saving.load_model)
 
 
