@@ -77,3 +77,25 @@ def test_metric_plan_keeps_a_run_near_its_budget():
         assert 4 * len(scalars) + 4 * (depth + 1) * len(layers) <= 250
     assert metric_plan(500, 21, 250)[1] == {499}  # 84 layer series: the last epoch only
     assert metric_plan(4, 3, 50) == ({0, 1, 2, 3}, {0, 3})
+
+
+def test_a_reader_in_the_store_does_not_block_the_sweeps_writes(store):
+    # The MLflow UI or a report reading while a sweep logs. In SQLite's default journal mode a
+    # read transaction holds off every commit ("database is locked" after the busy timeout).
+    import sqlite3
+    import time
+
+    from vgtrack.tracking import _sqlite_file
+
+    tracker = SweepTracker(store, "readers")
+    run_tracker = tracker.start_run(expand(parse_spec(tiny_spec()))[0], "readers", {"depth": 1})
+    reader = sqlite3.connect(_sqlite_file(store))
+    assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM runs").fetchone()  # a read transaction, left open
+    started = time.monotonic()
+    run_tracker.log_records(_records(epochs=3, layers=2))
+    assert run_tracker.finish(1.0, None)
+    assert time.monotonic() - started < 3
+    reader.close()
+    assert tracker.client.get_run(run_tracker.run_id).info.status == "FINISHED"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import closing
 from pathlib import Path
 
 from vgtrack.grid import Run
@@ -26,11 +27,16 @@ def resolve_uri(cli_uri: str | None, spec_uri: str | None) -> str:
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or DEFAULT_URI
 
 
-def _sqlite_dir(uri: str) -> Path | None:
+def _sqlite_file(uri: str) -> Path | None:
     # sqlite:///rel/path.db and sqlite:////abs/path.db: the path is what follows the third slash.
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///") :].split("?")[0]).parent
+    return Path(uri[len("sqlite:///") :].split("?")[0])
+
+
+def _sqlite_dir(uri: str) -> Path | None:
+    path = _sqlite_file(uri)
+    return None if path is None else path.parent
 
 
 def open_client(uri: str):
@@ -39,6 +45,10 @@ def open_client(uri: str):
     MLflow creates and migrates a new sqlite store on first use, and two processes doing that at
     once break it ("Online migration expected to match one row"). For sqlite URIs, store creation
     is serialized with a lock file next to the database; other stores are opened as they are.
+
+    A sqlite store is switched to write-ahead logging (a setting kept in the file): a commit
+    costs one sync instead of several, and the MLflow UI or a report can read while a sweep
+    writes. Commits stay durable (synchronous=FULL, SQLite's default).
     """
     from mlflow.tracking import MlflowClient
 
@@ -54,6 +64,10 @@ def open_client(uri: str):
         fcntl.flock(lock, fcntl.LOCK_EX)
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # creates and migrates the tables, under the lock
+        import sqlite3
+
+        with closing(sqlite3.connect(_sqlite_file(uri))) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
     return client
 
 
