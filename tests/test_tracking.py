@@ -67,18 +67,6 @@ def test_a_killed_run_keeps_its_params_and_metrics(store):
     assert got.info.status == "KILLED" and got.data.params == {"depth": "3"} and got.data.tags["end_reason"] == "interrupted"
 
 
-def test_metric_plan_keeps_a_run_near_its_budget():
-    from vgtrack.records import metric_plan
-
-    for depth in (1, 5, 10, 20):
-        scalars, layers = metric_plan(500, depth + 1, 250)
-        assert 500 - 1 in scalars and 500 - 1 in layers  # the final values are always in MLflow
-        assert 0 in scalars and len(scalars) == 31  # the scalar curves: 125 points over 4 series
-        assert 4 * len(scalars) + 4 * (depth + 1) * len(layers) <= 250
-    assert metric_plan(500, 21, 250)[1] == {499}  # 84 layer series: the last epoch only
-    assert metric_plan(4, 3, 50) == ({0, 1, 2, 3}, {0, 3})
-
-
 def test_a_reader_in_the_store_does_not_block_the_sweeps_writes(store):
     # The MLflow UI or a report reading while a sweep logs. In SQLite's default journal mode a
     # read transaction holds off every commit ("database is locked" after the busy timeout).

@@ -5,8 +5,8 @@ embedded sqlite store, whatever ``--workers`` is) and it logs while the workers 
 worker sends, per group:
 
 - ``("start", gid, pid)`` when it begins;
-- ``("epochs", gid, {i: [EpochRecord, ...]})`` every few seconds: run i's records of the
-  epochs that go to MLflow (records.logged_epochs);
+- ``("epochs", gid, {i: [EpochRecord, ...]})`` every few seconds: run i's records of the epochs
+  that go to MLflow (records.RecordSampler);
 - ``("done", gid, [RunOutcome, ...], Timings)`` with each run's artifact folder written;
 - ``("error", gid, text)`` if the group crashed.
 
@@ -31,7 +31,6 @@ from pathlib import Path
 from vgtrack.grid import Run
 from vgtrack.spec import SweepSpec
 
-SEND_EVERY = 2.0  # seconds between "epochs" messages: the MLflow UI stays current, messages stay few
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, se
             raise _SweepGone
         send(("epochs", gid, batch))
 
-    sampler = RecordSampler([run.cell.depth for run in runs], spec.train.epochs, spec.tracking.metric_points, send_epochs, SEND_EVERY)
+    sampler = RecordSampler([run.cell.depth for run in runs], spec.train.epochs, spec.tracking.metric_points, send_epochs)
     send(("start", gid, os.getpid()))
     started = time.process_time()
     results = train_group(runs, data, spec.train, sampler)

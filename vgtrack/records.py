@@ -118,23 +118,26 @@ def metric_values(record: EpochRecord) -> dict[str, float]:
 
 
 class RecordSampler:
-    """``on_epoch`` for :func:`vgtrack.train.train_group` that keeps the epochs going to MLflow and
-    hands them to ``send({run index: [EpochRecord, ...]})`` every ``every`` seconds, so the UI stays
-    current with few calls. A non-finite loss is always kept: it is why the run failed.
+    """``on_epoch`` for :func:`vgtrack.train.train_group` that keeps the epochs going to MLflow
+    (:func:`metric_plan`) and hands them to ``send({run index: [EpochRecord, ...]})``: ``first``
+    seconds after the group starts, then every ``every`` seconds, so the UI stays current with few
+    calls. Each call to MLflow costs about as much as 60 points, and a long group's runs each get
+    a point every few seconds: sent every 2 s, a full grid spent minutes of the sweep process on
+    calls alone. A non-finite loss is always kept: it is why the run failed.
 
     Example:
-        >>> sampler = RecordSampler([3, 5], epochs=500, budget=500, send=print)  # doctest: +SKIP
+        >>> sampler = RecordSampler([3, 5], epochs=500, budget=250, send=print)  # doctest: +SKIP
         >>> train_group(runs, data, settings, sampler); sampler.flush()
     """
 
-    def __init__(self, depths: list[int], epochs: int, budget: int, send, every: float = 2.0) -> None:
+    def __init__(self, depths: list[int], epochs: int, budget: int, send, first: float = 2.0, every: float = 10.0) -> None:
         import time
 
         self._clock = time.monotonic
         self.plans = [metric_plan(epochs, depth + 1, budget) for depth in depths]
         self.send, self.every = send, every
         self.buffer: dict[int, list[EpochRecord]] = {}
-        self.last_sent = self._clock()
+        self.next_send = self._clock() + first
 
     def __call__(self, i: int, record: EpochRecord) -> None:
         scalars, layers = self.plans[i]
@@ -142,11 +145,11 @@ class RecordSampler:
             self.buffer.setdefault(i, []).append(record)
         elif record.epoch in scalars:
             self.buffer.setdefault(i, []).append(replace(record, stats={}))  # the scalars only
-        if self._clock() - self.last_sent > self.every:
+        if self._clock() > self.next_send:
             self.flush()
 
     def flush(self) -> None:
         if self.buffer:
             batch, self.buffer = self.buffer, {}
             self.send(batch)
-        self.last_sent = self._clock()
+        self.next_send = self._clock() + self.every

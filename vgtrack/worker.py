@@ -27,7 +27,6 @@ from vgtrack.stopping import Interrupted, StopFlag
 from vgtrack.workqueue import PARENT_ATTR, SPEC_ATTR, TRACKING_ATTR, Claim, RunQueue
 
 MAX_GROUP = 16  # runs one worker claims at once (when they can share a graph)
-SEND_EVERY = 2.0  # seconds between metric uploads of the runs in progress
 
 
 class Heartbeats(threading.Thread):
@@ -194,7 +193,7 @@ class Worker:
             for i, records in batch.items():
                 trackers[i].log_records(records)
 
-        sampler = RecordSampler([run.cell.depth for run in group], spec.train.epochs, spec.tracking.metric_points, send, SEND_EVERY)
+        sampler = RecordSampler([run.cell.depth for run in group], spec.train.epochs, spec.tracking.metric_points, send)
 
         def on_epoch(i, record) -> None:
             if self.stop.requested:
