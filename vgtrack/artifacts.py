@@ -58,15 +58,15 @@ class RunOutcome:
 
     failure: str | None
     seconds: float
-    artifacts: str
+    artifacts: str | None  # the folder of its artifact files; None when none were written
     final: dict
     tags: dict  # the verdict (verdict.diagnose) as MLflow tags
 
 
-def run_outcome(folder: str | Path, run: Run, result: RunResult, chance: float, save_model: bool = False) -> RunOutcome:
-    """Write ``result``'s artifact files into ``folder`` and sum the run up for tracking."""
+def run_outcome(folder: str | Path | None, run: Run, result: RunResult, chance: float, save_model: bool = False) -> RunOutcome:
+    """Write ``result``'s artifact files into ``folder`` (none if it is None) and sum the run up for tracking."""
     from vgtrack.verdict import verdict_tags
 
-    target = write_run_artifacts(folder, run.cell, result, save_model=save_model)
+    target = None if folder is None else str(write_run_artifacts(folder, run.cell, result, save_model=save_model))
     final = result.final if result.history else {}
-    return RunOutcome(result.failure, result.seconds, str(target), final, verdict_tags(result, chance))
+    return RunOutcome(result.failure, result.seconds, target, final, verdict_tags(result, chance))

@@ -66,15 +66,37 @@ def run_baseline(spec: SweepSpec, limit: int | None) -> list[float]:
         return pool.apply(_baseline_child, (spec, limit))
 
 
-def run_vgtrack(spec: SweepSpec, workers: int, folder: str):
-    """The sweep path into a fresh sqlite store; returns (wall seconds, SweepOutcome)."""
+def run_vgtrack(spec: SweepSpec, workers: int, folder: str, tracking: bool = True):
+    """The sweep path into a fresh sqlite store (or, ``tracking=False``, keeping nothing); returns
+    (wall seconds, SweepOutcome)."""
     from vgtrack.sweep import run_sweep
 
     spec_file = Path(folder) / "bench.yaml"
     spec_file.write_text(spec.model_dump_json())
     started = time.perf_counter()
-    outcome = run_sweep(spec, expand(spec), f"sqlite:///{folder}/mlruns/mlflow.db", str(spec_file), progress=False, workers=workers)
+    outcome = run_sweep(
+        spec, expand(spec), f"sqlite:///{folder}/mlruns/mlflow.db", str(spec_file), progress=False, workers=workers, tracking=tracking,
+    )
     return time.perf_counter() - started, outcome
+
+
+def _vgtrack_child(spec: SweepSpec, workers: int, tracking: bool, connection) -> None:
+    with tempfile.TemporaryDirectory(prefix="vgtrack-bench-") as folder:
+        connection.send(run_vgtrack(spec, workers, folder, tracking))
+
+
+def run_vgtrack_fresh(spec: SweepSpec, workers: int, tracking: bool):
+    """:func:`run_vgtrack` in a new process, as ``python -m vgtrack.sweep`` runs: a process that
+    has swept before keeps its fork server, TensorFlow already imported, and would start seconds sooner."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_vgtrack_child, args=(spec, workers, tracking, send))
+    child.start()
+    send.close()
+    try:
+        return receive.recv()
+    finally:
+        child.join()
 
 
 def statistics_share(spec: SweepSpec, workers: int) -> float:
@@ -122,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=default_workers(), help="vgtrack worker processes (default: the cores)")
     parser.add_argument("--baseline-runs", type=int, default=None, metavar="N",
                         help="time only the first N baseline runs (default: all; the per-run mean is what is compared)")
+    parser.add_argument("--repeats", type=int, default=2, metavar="R",
+                        help="vgtrack passes with tracking and without, alternating (default 2 each; means are reported)")
     args = parser.parse_args(argv)
     spec = slice_spec(
         [int(d) for d in args.depths.split(",")], [int(w) for w in args.widths.split(",")],
@@ -130,33 +154,44 @@ def main(argv: list[str] | None = None) -> int:
     n = len(expand(spec))
     print(f"slice: {n} runs ({args.depths} depth x {args.widths} width x {args.configs} x SGD x {args.seeds} seeds), "
           f"{args.epochs} epochs; vgtrack on {args.workers} workers", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="vgtrack-bench-") as folder:
-        wall, outcome = run_vgtrack(spec, args.workers, folder)
-    rss_mb = outcome.worker_peak_rss_mb
-    print(f"vgtrack: {wall:.1f} s; now the baseline ...", file=sys.stderr)
+    # With tracking and without, alternating: a drift in the machine's speed hits both alike.
+    passes: dict[bool, list] = {True: [], False: []}
+    for tracking in (True, False) * max(1, args.repeats):
+        wall, outcome = run_vgtrack_fresh(spec, args.workers, tracking)
+        passes[tracking].append((wall, outcome))
+        print(f"vgtrack {'with' if tracking else 'without'} tracking: {wall:.1f} s", file=sys.stderr)
+    print("now the baseline ...", file=sys.stderr)
     baseline = run_baseline(spec, args.baseline_runs)
     share = statistics_share(spec, args.workers)
 
+    def mean(values) -> float:
+        values = list(values)
+        return sum(values) / len(values)
+
+    tracked = passes[True]
+    wall, wall_off = mean(w for w, _ in tracked), mean(w for w, _ in passes[False])
+    training = mean(o.training_seconds for _, o in tracked)
+    mlflow, files = mean(o.tracking_seconds for _, o in tracked), mean(o.artifact_seconds for _, o in tracked)
+    tracking = mlflow + files
+    stats = training * share
+    busy = training + tracking
     per_base = sum(baseline) / len(baseline)
     per_vg = wall / n
-    busy = outcome.training_seconds + outcome.artifact_seconds + outcome.tracking_seconds
-    tracking = outcome.artifact_seconds + outcome.tracking_seconds
-    stats = outcome.training_seconds * share
-    projected = project_full(outcome.training_seconds / n, tracking / n, args.epochs, args.workers)
+    projected = project_full(training / n, tracking / n, args.epochs, args.workers)
     rows = [
         ("runs", f"{n} x {args.epochs} epochs" + (f" (baseline timed on {len(baseline)})" if len(baseline) < n else "")),
         ("baseline: model.fit, s/run", f"{per_base:.2f}"),
-        (f"vgtrack ({args.workers} workers), s/run", f"{per_vg:.3f} (wall {wall:.1f} s)"),
+        (f"vgtrack ({args.workers} workers), s/run", f"{per_vg:.3f} (wall {wall:.1f} s, mean of {len(tracked)})"),
         ("ratio baseline/vgtrack", f"{per_base / per_vg:.0f}x"),
-        ("vgtrack CPU time: training", f"{outcome.training_seconds - stats:.1f} s ({(outcome.training_seconds - stats) / busy:.0%})"),
+        ("vgtrack CPU time: training", f"{training - stats:.1f} s ({(training - stats) / busy:.0%})"),
         ("vgtrack CPU time: statistics", f"{stats:.1f} s ({stats / busy:.0%})"),
-        ("vgtrack CPU time: tracking", f"{tracking:.1f} s ({tracking / busy:.0%}): MLflow {outcome.tracking_seconds:.1f} s, "
-                                        f"artifact files {outcome.artifact_seconds:.1f} s"),
-        ("peak RSS per worker", f"{rss_mb:.0f} MB"),
+        ("vgtrack CPU time: tracking", f"{tracking:.1f} s ({tracking / busy:.0%}): MLflow {mlflow:.1f} s, artifact files {files:.1f} s"),
+        ("tracking's share of the wall time", f"{(wall - wall_off) / wall:.0%}: {wall:.1f} s with it, {wall_off:.1f} s without"),
+        ("peak RSS per worker", f"{max(o.worker_peak_rss_mb for _, o in tracked):.0f} MB"),
         ("projected sweeps/full.yaml", f"{projected / 60:.0f} min (1,200 runs x 500 epochs, {args.workers} workers)"),
     ]
     print(_table(rows))
-    return 0 if outcome.finished == n else 1
+    return 0 if all(o.finished == n for _, o in tracked) else 1
 
 
 if __name__ == "__main__":

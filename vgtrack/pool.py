@@ -61,8 +61,11 @@ def _sweep_alive() -> bool:
     return parent is None or parent.is_alive()
 
 
-def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, send) -> None:
-    """Train ``runs`` as one group, stream sampled records, write artifacts, report. Runs in a worker."""
+def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, send, tracking: bool = True) -> None:
+    """Train ``runs`` as one group, stream sampled records, write artifacts, report. Runs in a worker.
+
+    ``tracking=False``: no records streamed and no artifact files written (see sweep.run_sweep).
+    """
     from vgtrack.artifacts import run_outcome
     from vgtrack.records import RecordSampler
     from vgtrack.train import train_group
@@ -73,22 +76,23 @@ def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, se
             raise _SweepGone
         send(("epochs", gid, batch))
 
-    sampler = RecordSampler([run.cell.depth for run in runs], spec.train.epochs, spec.tracking.metric_points, send_epochs)
+    sampler = RecordSampler([run.cell.depth for run in runs], spec.train.epochs, spec.tracking.metric_points, send_epochs) if tracking else None
     send(("start", gid, os.getpid()))
     started = time.process_time()
     results = train_group(runs, data, spec.train, sampler)
     trained = time.process_time()
-    sampler.flush()
+    if sampler is not None:
+        sampler.flush()
     chance = chance_level(data.y_test)
     outcomes = [
-        run_outcome(folder / f"{gid}-{i}", run, result, chance, spec.tracking.save_model)
+        run_outcome(folder / f"{gid}-{i}" if tracking else None, run, result, chance, spec.tracking.save_model)
         for i, (run, result) in enumerate(zip(runs, results))
     ]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     send(("done", gid, outcomes, Timings(trained - started, time.process_time() - trained, peak)))
 
 
-def _worker_main(tasks, results, spec: SweepSpec, folder: str) -> None:
+def _worker_main(tasks, results, spec: SweepSpec, folder: str, tracking: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
     from vgtrack.data import load_dataset
     from vgtrack.train import warm_up
@@ -107,7 +111,7 @@ def _worker_main(tasks, results, spec: SweepSpec, folder: str) -> None:
             return
         gid, runs = task
         try:
-            run_group(gid, runs, spec, data, Path(folder), results.put)
+            run_group(gid, runs, spec, data, Path(folder), results.put, tracking)
         except _SweepGone:
             break
         except Exception:
@@ -135,9 +139,9 @@ class WorkerPool:
         ('start', 0, 12345)
     """
 
-    def __init__(self, workers: int, spec: SweepSpec, folder: str | Path) -> None:
+    def __init__(self, workers: int, spec: SweepSpec, folder: str | Path, tracking: bool = True) -> None:
         context = _context()
-        self._context, self._spec, self._folder = context, spec, str(folder)
+        self._context, self._spec, self._folder, self._tracking = context, spec, str(folder), tracking
         self.tasks, self.results = context.Queue(), context.Queue()
         self.processes: list = []
         self._owner: dict[int, int] = {}  # gid -> pid of the worker training it
@@ -154,7 +158,7 @@ class WorkerPool:
 
     def _start(self):
         process = self._context.Process(
-            target=_worker_main, args=(self.tasks, self.results, self._spec, self._folder), daemon=True
+            target=_worker_main, args=(self.tasks, self.results, self._spec, self._folder, self._tracking), daemon=True
         )
         process.start()
         return process

@@ -162,9 +162,13 @@ class _Sweeping:
 
 
 def run_sweep(
-    spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool = True, workers: int | None = None
+    spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool = True, workers: int | None = None,
+    tracking: bool = True,
 ) -> SweepOutcome:
     """Train and log every run of ``grid`` not yet FINISHED in the experiment, on ``workers`` processes.
+
+    ``tracking=False`` trains the same way and keeps nothing (no MLflow, no artifact files, no
+    records sent by the workers): ``python -m vgtrack.bench`` measures what tracking costs with it.
 
     Example:
         >>> spec = load_spec("sweeps/smoke.yaml")  # doctest: +SKIP
@@ -172,22 +176,21 @@ def run_sweep(
         8
     """
     from vgtrack.pool import WorkerPool
+    from vgtrack.tracking import NullTracker, SweepTracker
 
     workers = workers or default_workers()
     with tempfile.TemporaryDirectory(prefix="vgtrack-") as folder:
-        pool = WorkerPool(workers, spec, folder)  # the workers import TensorFlow while MLflow opens its store
+        pool = WorkerPool(workers, spec, folder, tracking)  # the workers import TensorFlow while MLflow opens its store
         try:
-            return _sweep(spec, grid, uri, spec_path, progress, workers, pool)
+            tracker = SweepTracker(uri, spec.experiment_name) if tracking else NullTracker()
+            return _sweep(spec, grid, tracker, spec_path, progress, workers, pool)
         finally:
             pool.terminate()
 
 
-def _sweep(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool, workers: int, pool) -> SweepOutcome:
+def _sweep(spec: SweepSpec, grid: Grid, tracker, spec_path: str, progress: bool, workers: int, pool) -> SweepOutcome:
     from tqdm import tqdm
 
-    from vgtrack.tracking import SweepTracker
-
-    tracker = SweepTracker(uri, spec.experiment_name)
     reaped = tracker.reap_orphans()
     done = tracker.finished_keys()
     todo = [run for run in grid if run.key not in done]

@@ -297,3 +297,43 @@ class RunTracker:
         self._write({"end_reason": reason})
         self.client.set_terminated(self.run_id, "KILLED")
         self.ended = True
+
+
+class NullTracker:
+    """A sweep's tracker that keeps nothing: :class:`SweepTracker`'s methods, doing nothing.
+
+    ``run_sweep(..., tracking=False)`` uses it, so that the benchmark can time the sweep path
+    without tracking, side by side with it.
+    """
+
+    def reap_orphans(self) -> int:
+        return 0
+
+    def finished_keys(self) -> set[str]:
+        return set()
+
+    def open(self, sweep: str, n_runs: int, spec_path: str, spec_text: str) -> None:
+        return None
+
+    def close(self, status: str, summary: dict[str, str] | None = None) -> None:
+        return None
+
+    def start_run(self, run: Run, sweep: str, params: dict, extra_tags: dict[str, str] | None = None) -> NullRunTracker:
+        return NullRunTracker()
+
+
+class NullRunTracker:
+    """:class:`RunTracker`'s methods, keeping nothing."""
+
+    def log_records(self, records: list[EpochRecord]) -> None:
+        return None
+
+    def finish(self, seconds: float, artifacts, tags=None, commit=None) -> bool:
+        return True
+
+    def fail(self, reason: str, artifacts=None, tags=None) -> None:
+        return None
+
+    def kill(self, reason: str) -> None:
+        return None
+
