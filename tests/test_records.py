@@ -28,7 +28,7 @@ def test_sampler_sends_after_first_then_every_and_strips_what_mlflow_does_not_ge
     sent, now = [], [0.0]
     sampler = RecordSampler([1], epochs=10, budget=80, send=sent.append, first=2.0, every=10.0)
     sampler._clock = lambda: now[0]
-    sampler.next_send = 2.0
+    sampler.started, sampler.next_send = 0.0, 2.0
     scalars, layers = sampler.plans[0]
     assert scalars == set(range(10)) and layers == {0, 2, 4, 7, 9}  # 40 points for 4 scalars, 40 for 8 layer series
     for epoch, t in enumerate([0.5, 1.0, 1.5, 2.5, 3.0, 12.0, 13.0, 13.5, 14.0, 30.0]):
@@ -40,3 +40,16 @@ def test_sampler_sends_after_first_then_every_and_strips_what_mlflow_does_not_ge
     assert set(metric_values(records[0])) > {"train_loss", "grad_mean_abs/layer_01"}  # a layer epoch
     assert set(metric_values(records[3])) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}
     assert "grad_l2/layer_02" in metric_values(records[6])  # a non-finite loss is sent whole
+
+
+def test_sampler_leaves_a_batch_due_near_the_end_to_the_final_flush():
+    sent, now = [], [0.0]
+    sampler = RecordSampler([1], epochs=10, budget=80, send=sent.append, first=2.0, every=10.0)
+    sampler._clock = lambda: now[0]
+    sampler.started, sampler.next_send = 0.0, 2.0
+    for epoch in range(10):  # 0.25 s an epoch: due at 2.25 s (epoch 8), with 0.25 s left
+        now[0] = 0.25 * (epoch + 1)
+        sampler(0, _record(epoch))
+    assert sent == []
+    sampler.flush()
+    assert [[r.epoch for r in batch[0]] for batch in sent] == [list(range(10))]

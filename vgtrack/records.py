@@ -123,7 +123,9 @@ class RecordSampler:
     seconds after the group starts, then every ``every`` seconds, so the UI stays current with few
     calls. Each call to MLflow costs about as much as 60 points, and a long group's runs each get
     a point every few seconds: sent every 2 s, a full grid spent minutes of the sweep process on
-    calls alone. A non-finite loss is always kept: it is why the run failed.
+    calls alone. A batch that falls due when the group is about to end (at its pace so far, within
+    ``first`` seconds) waits for the final flush. A non-finite loss is always kept: it is why the
+    run failed.
 
     Example:
         >>> sampler = RecordSampler([3, 5], epochs=500, budget=250, send=print)  # doctest: +SKIP
@@ -135,9 +137,10 @@ class RecordSampler:
 
         self._clock = time.monotonic
         self.plans = [metric_plan(epochs, depth + 1, budget) for depth in depths]
-        self.send, self.every = send, every
+        self.send, self.first, self.every, self.epochs = send, first, every, epochs
         self.buffer: dict[int, list[EpochRecord]] = {}
-        self.next_send = self._clock() + first
+        self.started = self._clock()
+        self.next_send = self.started + first
 
     def __call__(self, i: int, record: EpochRecord) -> None:
         scalars, layers = self.plans[i]
@@ -145,8 +148,13 @@ class RecordSampler:
             self.buffer.setdefault(i, []).append(record)
         elif record.epoch in scalars:
             self.buffer.setdefault(i, []).append(replace(record, stats={}))  # the scalars only
-        if self._clock() > self.next_send:
-            self.flush()
+        now = self._clock()
+        if now > self.next_send:
+            done = record.epoch + 1
+            if (now - self.started) * (self.epochs - done) / done < self.first:
+                self.next_send = now + self.first  # the final flush is near: it takes these along
+            else:
+                self.flush()
 
     def flush(self) -> None:
         if self.buffer:
