@@ -14,8 +14,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402,F401
-import matplotlib.figure  # noqa: E402,F401  (a run's figures)
-import pandas  # noqa: E402,F401  (a run's history.parquet)
+import matplotlib.backends.backend_agg  # noqa: E402,F401  (a run's figures)
+import matplotlib.figure  # noqa: E402,F401
+import PIL.PngImagePlugin  # noqa: E402,F401
+import pyarrow.parquet  # noqa: E402,F401  (a run's history.parquet)
 import sklearn.datasets  # noqa: E402,F401  (make_circles)
 import sklearn.preprocessing  # noqa: E402,F401
 import tensorflow  # noqa: E402,F401
