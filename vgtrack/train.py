@@ -67,10 +67,9 @@ def _batch_layout(n: int, batch_size: int):
 
 def epoch_orders(shuffles: Sequence[np.random.Generator], n: int, batch_size: int) -> np.ndarray:
     """``(K, n_batches * batch_size)`` example indices: each replica's shuffled epoch, its short last
-    batch padded with the epoch's first examples (masked out, see :func:`_batch_layout`)."""
+    batch padded by repeating the epoch's order (masked out, see :func:`_batch_layout`)."""
     n_batches, _ = _batch_layout(n, batch_size)
-    orders = np.stack([shuffle.permutation(n) for shuffle in shuffles]).astype(np.int32)
-    return np.concatenate([orders, orders[:, : n_batches * batch_size - n]], axis=1)
+    return np.stack([np.resize(shuffle.permutation(n), n_batches * batch_size) for shuffle in shuffles]).astype(np.int32)
 
 
 def _epoch_function(mlp, optimizer, data: Dataset, batch_size: int, statistics: bool = True):
