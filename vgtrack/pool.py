@@ -32,7 +32,6 @@ from vgtrack.grid import Run
 from vgtrack.spec import SweepSpec
 
 
-
 @dataclass(frozen=True)
 class Timings:
     """CPU seconds a worker spent on one group: training (graph, statistics included) and artifact files.
@@ -97,7 +96,7 @@ def _worker_main(tasks, results, spec: SweepSpec, folder: str, tracking: bool) -
     from vgtrack.data import load_dataset
     from vgtrack.train import warm_up
 
-    warm_up()  # import TensorFlow now, while the parent opens the MLflow store
+    warm_up()  # TensorFlow's settings, before the first group (the fork server imported it already)
 
     data = load_dataset(spec.data)
     while True:
@@ -149,12 +148,16 @@ class WorkerPool:
         self._deaths = 0
         # The first start waits for the fork server to import TensorFlow (seconds): start the workers
         # from a thread, so that the caller opens its MLflow store meanwhile on the other core.
+        self._start_error: BaseException | None = None
         self._starting = threading.Thread(target=self._start_all, args=(workers,), name="vgtrack-pool-start", daemon=True)
         self._starting.start()
 
     def _start_all(self, workers: int) -> None:
-        for _ in range(workers):
-            self.processes.append(self._start())
+        try:
+            for _ in range(workers):
+                self.processes.append(self._start())
+        except BaseException as exc:  # raised to the caller by lost_groups
+            self._start_error = exc
 
     def _start(self):
         process = self._context.Process(
@@ -182,10 +185,13 @@ class WorkerPool:
         """Groups whose worker died (killed, out of memory); a replacement worker is started.
 
         Raises:
-            RuntimeError: workers keep dying (e.g. they cannot even start), so replacing them is pointless.
+            RuntimeError: the workers could not be started, or keep dying (e.g. they cannot even
+                import what they need), so replacing them is pointless.
         """
         if self._starting.is_alive():
             return []
+        if self._start_error is not None:
+            raise RuntimeError(f"worker processes could not start: {self._start_error!r}") from self._start_error
         lost = []
         for index, process in enumerate(self.processes):
             if process.exitcode is None:
