@@ -23,7 +23,7 @@ import numpy as np
 from vgtrack.data import Dataset
 from vgtrack.errors import RunFailed
 from vgtrack.grid import Run, stack_key
-from vgtrack.records import GRADIENT_STATS, KERNEL_STATS, PERCENTILE_STATS, PERCENTILES, EpochRecord, RunResult
+from vgtrack.records import GRADIENT_STATS, KERNEL_STATS, LAYER_STATS, PERCENTILES, SCALARS, EpochRecord, RunResult
 from vgtrack.spec import TrainSpec
 
 _configured = False
@@ -171,6 +171,7 @@ def train_group(
     optimizer.build(mlp.variables)
     run_epoch = _epoch_function(mlp, optimizer, data, settings.batch_size, statistics)
     layers = [tuple(layer_names(run.cell.depth)) for run in runs]
+    columns = [mlp.layer_columns(i) for i in range(len(runs))]
     shuffles = [np.random.default_rng(run.seed) for run in runs]
     histories: list[list[EpochRecord]] = [[] for _ in runs]
     failures: list[str | None] = [None] * len(runs)
@@ -178,22 +179,13 @@ def train_group(
     for epoch in range(settings.epochs):
         orders = epoch_orders(shuffles, n, settings.batch_size)
         out = {name: value.numpy() for name, value in run_epoch(tf.constant(orders)).items()}
+        # Whole arrays first, one slice per replica after: this loop runs for every replica and epoch.
+        stats = np.concatenate([out["grad"], out["kernel"], out["percentiles"]], axis=2)  # (K, layers, LAYER_STATS)
+        scalars = np.stack([out[name] for name in SCALARS], axis=1).tolist()
         for i in range(len(runs)):
             if failures[i] is not None:
                 continue
-            columns = mlp.layer_columns(i)
-            stats = {name: out["grad"][i, columns, j] for j, name in enumerate(GRADIENT_STATS)}
-            stats |= {name: out["kernel"][i, columns, j] for j, name in enumerate(KERNEL_STATS)}
-            stats |= {name: out["percentiles"][i, columns, j] for j, name in enumerate(PERCENTILE_STATS)}
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=float(out["train_loss"][i]),
-                train_accuracy=float(out["train_accuracy"][i]),
-                test_loss=float(out["test_loss"][i]),
-                test_accuracy=float(out["test_accuracy"][i]),
-                layers=layers[i],
-                stats=stats,
-            )
+            record = EpochRecord(epoch, *scalars[i], layers[i], dict(zip(LAYER_STATS, stats[i, columns[i]].T)))
             histories[i].append(record)
             if on_epoch is not None:
                 on_epoch(i, record)
