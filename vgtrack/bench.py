@@ -102,11 +102,11 @@ def run_vgtrack_fresh(spec: SweepSpec, workers: int, tracking: bool):
 def statistics_share(spec: SweepSpec, workers: int) -> float:
     """Share of training time that the per-layer statistics cost: the slice trained with and without them."""
     from vgtrack.data import load_dataset
-    from vgtrack.sweep import plan_groups
+    from vgtrack.plan import plan_groups
     from vgtrack.train import train_group
 
     data = load_dataset(spec.data)
-    groups = plan_groups(list(expand(spec)), workers)
+    groups = plan_groups(list(expand(spec)), workers, spec.train.epochs)
     seconds = {}
     for statistics in (True, False, True):  # the first pass also warms up TensorFlow
         started = time.perf_counter()

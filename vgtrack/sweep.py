@@ -8,6 +8,7 @@ marks every run in progress KILLED and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -16,19 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vgtrack.errors import SpecError, UsageError
-from vgtrack.grid import Grid, Run, expand, stack_groups
+from vgtrack.grid import Grid, Run, expand
+from vgtrack.plan import estimate_seconds, plan_groups
 from vgtrack.spec import SweepSpec, load_spec
 from vgtrack.stopping import Interrupted, StopFlag
-
-# The --dry-run estimate. One epoch of a group of K replicas, deepest D, width w, takes about
-# EPOCH_BASE + EPOCH_PER_LAYER * (D + 1) + K * (D + 1) * (REPLICA_LAYER + REPLICA_LAYER_PER_UNIT2 * w**2)
-# seconds (per-operation overhead, then arithmetic); a group adds TRACE_BASE + TRACE_PER_LAYER * D to
-# build its graph, a run RUN_OVERHEAD (MLflow, figures), a sweep START_UP. Fitted (relative least
-# squares, mean error 17%) to 36 groups, K 4-64, D 1-20, w 5-25, on the 2-core development machine.
-EPOCH_BASE, EPOCH_PER_LAYER = 0.0011, 0.0004
-REPLICA_LAYER, REPLICA_LAYER_PER_UNIT2 = 1.6e-5, 8.7e-8
-TRACE_BASE, TRACE_PER_LAYER, RUN_OVERHEAD, START_UP = 0.22, 0.012, 0.08, 4.0
-
 
 @dataclass
 class SweepOutcome:
@@ -45,17 +37,6 @@ class SweepOutcome:
     @property
     def missing(self) -> int:
         return self.total - self.skipped - self.finished
-
-
-def estimate_seconds(spec: SweepSpec, grid: Grid, workers: int = 1) -> float:
-    """Rough wall time of the whole sweep on ``workers`` processes of the development machine."""
-    batches = max(1.0, spec.data.n_train / spec.train.batch_size / 16)  # the constants were measured with 16 batches
-    total = 0.0
-    for group in plan_groups(list(grid), workers):
-        k, deepest, width = len(group), max(r.cell.depth for r in group), group[0].cell.width
-        epoch = EPOCH_BASE + EPOCH_PER_LAYER * (deepest + 1) + k * (deepest + 1) * (REPLICA_LAYER + REPLICA_LAYER_PER_UNIT2 * width**2)
-        total += epoch * batches * spec.train.epochs + TRACE_BASE + TRACE_PER_LAYER * deepest + RUN_OVERHEAD * k
-    return START_UP + total / workers
 
 
 def _duration(seconds: float) -> str:
@@ -77,8 +58,14 @@ def describe(spec: SweepSpec, grid: Grid, workers: int) -> str:
     return (
         f"{spec.name}: {len(grid)} runs = {len(grid.cells)} cells x {len(spec.seeds)} seeds "
         f"x {spec.train.epochs} epochs\n{cells}\n"
-        f"estimated duration: ~{_duration(estimate_seconds(spec, grid, workers))} on {workers} worker{'s' if workers > 1 else ''}"
+        f"estimated duration: ~{_duration(estimate_seconds(list(grid), workers, spec.train.epochs, _batches(spec)))} "
+        f"on {workers} worker{'s' if workers > 1 else ''}"
     )
+
+
+def _batches(spec: SweepSpec) -> float:
+    """Batches per epoch: what the cost model (vgtrack.plan) scales an epoch by."""
+    return math.ceil(spec.data.n_train / spec.train.batch_size)
 
 
 def run_params(spec: SweepSpec, run: Run) -> dict:
@@ -88,16 +75,6 @@ def run_params(spec: SweepSpec, run: Run) -> dict:
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def plan_groups(runs: list[Run], workers: int) -> list[list[Run]]:
-    """Groups of runs that train together, most work first so that the workers finish together.
-
-    Groups are capped so that every worker gets a few (and progress moves), and at 64 replicas.
-    """
-    cap = max(1, min(64, -(-len(runs) // (2 * workers))))
-    groups = stack_groups(runs, cap)
-    return sorted(groups, key=lambda g: -len(g) * (max(r.cell.depth for r in g) + 1) * max(g[0].cell.width, 10) ** 2)
 
 
 class _Sweeping:
@@ -200,7 +177,7 @@ def _sweep(spec: SweepSpec, grid: Grid, tracker, spec_path: str, progress: bool,
     print(f"{spec.name}: {len(grid)} runs, {outcome.skipped} already finished (skipped), {len(todo)} to run{note}", file=sys.stderr)
     if not todo:
         return outcome
-    groups = plan_groups(todo, workers)
+    groups = plan_groups(todo, workers, spec.train.epochs, _batches(spec))
     tracker.open(spec.name, len(grid), spec_path, Path(spec_path).read_text(encoding="utf-8"))
     status = "FAILED"
     bar = tqdm(total=len(grid), initial=outcome.skipped, unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
