@@ -5,10 +5,12 @@ Both train the same slice of cells in one invocation:
 - baseline: plain ``keras.Sequential`` + ``model.fit(..., validation_data=..., epochs=E, verbose=0)``,
   one model after another, no instrumentation, no tracking (in a child process);
 - vgtrack: the whole sweep path (per-layer statistics, worker processes, MLflow logging into a
-  fresh sqlite store, artifacts).
+  fresh sqlite store, artifacts), each pass in a new process; and, alternating with it, the same
+  path with tracking off (nothing kept), which measures tracking's share of the wall time.
 
-It prints seconds per run for each, their ratio, vgtrack's time split, the peak RSS of a worker
-and a projection of ``sweeps/full.yaml``'s wall time on this machine.
+It prints seconds per run for each, their ratio, vgtrack's time split, tracking's share of the
+wall time, the peak RSS of a worker and a projection of ``sweeps/full.yaml``'s wall time on this
+machine.
 """
 
 from __future__ import annotations

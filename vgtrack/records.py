@@ -33,10 +33,6 @@ class EpochRecord:
     def scalars(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in SCALARS}
 
-    def layer_values(self) -> dict[str, float]:
-        """``{"grad_mean_abs/layer_01": ..., ...}``: the keys sort by layer in the MLflow UI."""
-        return {f"{stat}/{layer}": float(self.stats[stat][i]) for stat in LAYER_STATS for i, layer in enumerate(self.layers)}
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -85,8 +81,9 @@ def logged_epochs(epochs: int, series: int, budget: int) -> list[int]:
     the budget allows one point per series).
 
     Example:
-        >>> logged_epochs(500, 4, 125)   # the four scalars, 31 points each
-        [0, 17, 33, ..., 482, 499]
+        >>> epochs = logged_epochs(500, 4, 125)   # the four scalars, 31 points each
+        >>> len(epochs), epochs[:3], epochs[-1]
+        (31, [0, 17, 33], 499)
     """
     points = min(epochs, max(1, budget // series))
     if points == 1:

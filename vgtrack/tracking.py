@@ -220,7 +220,7 @@ class RunTracker:
     Each write is one ``log_batch`` call where MLflow's limits allow (1000 values, 100 params,
     100 tags): a call costs about as much as 60 metric points, so the params ride with the first
     metrics and the verdict tags with the last. Which epochs are logged is the sender's choice
-    (records.logged_epochs); the full history arrives as the ``history.parquet`` artifact.
+    (records.metric_plan); the full history arrives as the ``history.parquet`` artifact.
     """
 
     def __init__(self, client, info, params: dict | None = None) -> None:
