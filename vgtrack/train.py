@@ -68,8 +68,8 @@ def _batch_layout(n: int, batch_size: int):
 def epoch_orders(shuffles: Sequence[np.random.Generator], n: int, batch_size: int) -> np.ndarray:
     """``(K, n_batches * batch_size)`` example indices: each replica's shuffled epoch, its short last
     batch padded by repeating the epoch's order (masked out, see :func:`_batch_layout`)."""
-    n_batches, _ = _batch_layout(n, batch_size)
-    return np.stack([np.resize(shuffle.permutation(n), n_batches * batch_size) for shuffle in shuffles]).astype(np.int32)
+    padded = -(-n // batch_size) * batch_size  # as _batch_layout lays it out; this runs every epoch, so no mask is built
+    return np.stack([np.resize(shuffle.permutation(n), padded) for shuffle in shuffles]).astype(np.int32)
 
 
 def _epoch_function(mlp, optimizer, data: Dataset, batch_size: int, statistics: bool = True):
