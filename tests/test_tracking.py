@@ -58,6 +58,22 @@ def test_a_run_writes_everything_within_mlflows_batch_limits(store, tmp_path):
     assert [f.path for f in client.list_artifacts(run_tracker.run_id)] == ["history.parquet"]
 
 
+def test_a_runs_last_records_are_written_with_its_end_in_one_call(store, monkeypatch):
+    run = expand(parse_spec(tiny_spec()))[0]
+    tracker = SweepTracker(store, "last")
+    run_tracker = tracker.start_run(run, "last", {"depth": 2})
+    calls = []
+    log_batch = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", lambda *a, **k: calls.append(k) or log_batch(*a, **k))
+    run_tracker.log_records(_records(epochs=5, layers=2), write=False)
+    assert calls == []
+    assert run_tracker.finish(2.0, None, {"verdict": "learns"})
+    assert len(calls) == 1 and len(calls[0]["metrics"]) == 5 * (4 + 4 * 2) + 1 and len(calls[0]["params"]) == 1
+    got = tracker.client.get_run(run_tracker.run_id)
+    assert got.info.status == "FINISHED" and got.data.tags["verdict"] == "learns"
+    assert len(tracker.client.get_metric_history(run_tracker.run_id, "kernel_l1/layer_02")) == 5
+
+
 def test_a_killed_run_keeps_its_params_and_metrics(store):
     run = expand(parse_spec(tiny_spec()))[0]
     tracker = SweepTracker(store, "killed")

@@ -7,7 +7,8 @@ worker sends, per group:
 - ``("start", gid, pid)`` when it begins;
 - ``("epochs", gid, {i: [EpochRecord, ...]})`` every few seconds: run i's records of the epochs
   that go to MLflow (records.RecordSampler);
-- ``("done", gid, [RunOutcome, ...], Timings)`` with each run's artifact folder written;
+- ``("done", gid, [RunOutcome, ...], Timings, {i: [EpochRecord, ...]})`` with each run's artifact
+  folder written and its last sampled records (logged with the run's end, in the same MLflow call);
 - ``("error", gid, text)`` if the group crashed.
 
 Workers are forked from a fork server that has imported TensorFlow once (:mod:`vgtrack.preload`)
@@ -80,15 +81,19 @@ def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, se
     started = time.process_time()
     results = train_group(runs, data, spec.train, sampler)
     trained = time.process_time()
-    if sampler is not None:
-        sampler.flush()
+    last = sampler.take() if sampler is not None else {}
     chance = chance_level(data.y_test)
-    outcomes = [
-        run_outcome(folder / f"{gid}-{i}" if tracking else None, run, result, chance, spec.tracking.save_model)
-        for i, (run, result) in enumerate(zip(runs, results))
-    ]
+    try:
+        outcomes = [
+            run_outcome(folder / f"{gid}-{i}" if tracking else None, run, result, chance, spec.tracking.save_model)
+            for i, (run, result) in enumerate(zip(runs, results))
+        ]
+    except BaseException:
+        if last:  # the group fails, but what it trained is logged
+            send(("epochs", gid, last))
+        raise
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    send(("done", gid, outcomes, Timings(trained - started, time.process_time() - trained, peak)))
+    send(("done", gid, outcomes, Timings(trained - started, time.process_time() - trained, peak), last))
 
 
 def _worker_main(tasks, results, spec: SweepSpec, folder: str, tracking: bool) -> None:

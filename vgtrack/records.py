@@ -126,7 +126,7 @@ class RecordSampler:
 
     Example:
         >>> sampler = RecordSampler([3, 5], epochs=500, budget=250, send=print)  # doctest: +SKIP
-        >>> train_group(runs, data, settings, sampler); sampler.flush()
+        >>> train_group(runs, data, settings, sampler); last = sampler.take()
     """
 
     def __init__(self, depths: list[int], epochs: int, budget: int, send, first: float = 2.0, every: float = 10.0) -> None:
@@ -154,7 +154,14 @@ class RecordSampler:
                 self.flush()
 
     def flush(self) -> None:
-        if self.buffer:
-            batch, self.buffer = self.buffer, {}
+        """Send what is buffered now."""
+        batch = self.take()
+        if batch:
             self.send(batch)
         self.next_send = self._clock() + self.every
+
+    def take(self) -> dict[int, list[EpochRecord]]:
+        """What is buffered, removed from the buffer: the group's last records, which the caller
+        writes together with the run's end (one MLflow call per run instead of two)."""
+        batch, self.buffer = self.buffer, {}
+        return batch

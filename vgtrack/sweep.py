@@ -102,11 +102,14 @@ class _Sweeping:
             for i, records in message[2].items():
                 trackers[i].log_records(records)
         elif kind == "done":
-            outcomes, timings = message[2], message[3]
+            outcomes, timings, last = message[2], message[3], message[4]
             self.worker_training += timings.training
             self.worker_artifacts += timings.artifacts
             self.worker_peak_rss_mb = max(self.worker_peak_rss_mb, timings.peak_rss_mb)
-            for run, run_tracker, out in zip(self.groups[gid], self._start(gid), outcomes):
+            trackers = self._start(gid)
+            for i, records in last.items():
+                trackers[i].log_records(records, write=False)  # written by finish or fail below
+            for run, run_tracker, out in zip(self.groups[gid], trackers, outcomes):
                 if out.failure is None:
                     run_tracker.finish(out.seconds, out.artifacts, out.tags)
                     self.outcome.finished += 1

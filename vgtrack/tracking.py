@@ -231,13 +231,16 @@ class RunTracker:
         self._pending: list = []
         self.ended = False  # once FINISHED, FAILED or KILLED, later fail/kill calls leave the run as it is
 
-    def log_records(self, records: list[EpochRecord]) -> None:
+    def log_records(self, records: list[EpochRecord], write: bool = True) -> None:
+        """Log ``records`` now (they arrive already batched, every few seconds), or, ``write=False``,
+        with the run's end (finish, fail or kill), in the same calls."""
         from mlflow.entities import Metric
 
         ts = _now_ms()
         for record in records:
             self._pending += [Metric(k, v, ts, record.epoch) for k, v in metric_values(record).items()]
-        self._write()  # records arrive already batched (every few seconds), so write them now
+        if write:
+            self._write()
 
     def _write(self, tags: dict[str, str] | None = None) -> None:
         """Everything not yet written (the params, once; the metrics) and ``tags``, in as few calls as MLflow allows."""
@@ -325,7 +328,7 @@ class NullTracker:
 class NullRunTracker:
     """:class:`RunTracker`'s methods, keeping nothing."""
 
-    def log_records(self, records: list[EpochRecord]) -> None:
+    def log_records(self, records: list[EpochRecord], write: bool = True) -> None:
         return None
 
     def finish(self, seconds: float, artifacts, tags=None, commit=None) -> bool:

@@ -202,9 +202,12 @@ class Worker:
 
         try:
             results = train_group(group, self.data, spec.train, on_epoch)
-            sampler.flush()
+            for i, records in sampler.take().items():
+                trackers[i].log_records(records, write=False)  # written with the run's end, in the same call
         except BaseException as exc:
             interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+            for i, records in sampler.take().items():  # the epochs trained so far, logged with the run's end
+                trackers[i].log_records(records, write=False)
             for claim, run_tracker in zip(claims, trackers):
                 if interrupted:
                     self.queue.release(claim.trial_id)
