@@ -10,8 +10,8 @@ A group of K replicas, deepest D hidden layers of width w (train.train_group), t
 (the graph's per-operation overhead, the records of each replica, the arithmetic); each run then
 costs RUN_OVERHEAD for its files and MLflow. Fitted to 24 groups (K 1-60, D 1-20, w 5-25, mean
 error 12%) on the 2-core development machine, and checked against whole sweeps on 2 workers:
-sweeps/tutorial.yaml estimated 9 s (took 8 s), sweeps/depth.yaml 59 s (48 s), sweeps/full.yaml
-11 min 15 s (11 min 22 s).
+sweeps/tutorial.yaml estimated 9 s (took 8 s), sweeps/depth.yaml 59 s (46 s), sweeps/full.yaml
+11 min (9 min 50 s).
 
 A layer costs nearly as much for 4 replicas as for 40, so a few large groups cost less than many
 small ones; but a group trains on one worker, and too few leave workers idle. :func:`plan_groups`
