@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import fmean
 
 from vgtrack.grid import Cell, expand
 from vgtrack.spec import SweepSpec, load_spec, parse_spec
@@ -171,18 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     baseline = run_baseline(spec, args.baseline_runs)
     share = statistics_share(spec, args.workers)
 
-    def mean(values) -> float:
-        values = list(values)
-        return sum(values) / len(values)
-
     tracked = passes[True]
-    wall, wall_off = mean(w for w, _ in tracked), mean(w for w, _ in passes[False])
-    training = mean(o.training_seconds for _, o in tracked)
-    mlflow, files = mean(o.tracking_seconds for _, o in tracked), mean(o.artifact_seconds for _, o in tracked)
+    wall, wall_off = fmean(w for w, _ in tracked), fmean(w for w, _ in passes[False])
+    training = fmean(o.training_seconds for _, o in tracked)
+    mlflow, files = fmean(o.tracking_seconds for _, o in tracked), fmean(o.artifact_seconds for _, o in tracked)
     tracking = mlflow + files
     stats = training * share
     busy = training + tracking
-    per_base = sum(baseline) / len(baseline)
+    per_base = fmean(baseline)
     per_vg = wall / n
     projected = project_full(training / n, tracking / n, args.epochs, args.workers)
     rows = [

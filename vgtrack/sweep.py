@@ -8,7 +8,6 @@ marks every run in progress KILLED and exits with status 130.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from vgtrack.grid import Grid, Run, expand
 from vgtrack.plan import estimate_seconds, plan_groups
 from vgtrack.spec import SweepSpec, load_spec
 from vgtrack.stopping import Interrupted, StopFlag
+from vgtrack.tracking import log_sampled
+
 
 @dataclass
 class SweepOutcome:
@@ -65,7 +66,9 @@ def describe(spec: SweepSpec, grid: Grid, workers: int) -> str:
 
 def _batches(spec: SweepSpec) -> float:
     """Batches per epoch: what the cost model (vgtrack.plan) scales an epoch by."""
-    return math.ceil(spec.data.n_train / spec.train.batch_size)
+    from vgtrack.train import batches_per_epoch
+
+    return batches_per_epoch(spec.data.n_train, spec.train.batch_size)
 
 
 def run_params(spec: SweepSpec, run: Run) -> dict:
@@ -99,16 +102,14 @@ class _Sweeping:
             self._start(gid)
         elif kind == "epochs":
             trackers = self._start(gid)
-            for i, records in message[2].items():
-                trackers[i].log_records(records)
+            log_sampled(trackers, message[2])
         elif kind == "done":
             outcomes, timings, last = message[2], message[3], message[4]
             self.worker_training += timings.training
             self.worker_artifacts += timings.artifacts
             self.worker_peak_rss_mb = max(self.worker_peak_rss_mb, timings.peak_rss_mb)
             trackers = self._start(gid)
-            for i, records in last.items():
-                trackers[i].log_records(records, write=False)  # written by finish or fail below
+            log_sampled(trackers, last, write=False)  # written by finish or fail below
             for run, run_tracker, out in zip(self.groups[gid], trackers, outcomes):
                 if out.failure is None:
                     run_tracker.finish(out.seconds, out.artifacts, out.tags)

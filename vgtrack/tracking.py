@@ -214,6 +214,13 @@ class SweepTracker:
         return RunTracker(self.client, created.info, params)
 
 
+def log_sampled(trackers: list, batch: dict[int, list[EpochRecord]], write: bool = True) -> None:
+    """Hand a :class:`~vgtrack.records.RecordSampler` batch (``{run index: records}``) to the runs'
+    trackers; ``write=False`` keeps them for the run's end (see :meth:`RunTracker.log_records`)."""
+    for i, records in batch.items():
+        trackers[i].log_records(records, write)
+
+
 class RunTracker:
     """One child run: receives its sampled epoch records, then ends FINISHED, FAILED or KILLED.
 

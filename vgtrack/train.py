@@ -54,13 +54,18 @@ def warm_up() -> None:
     import keras  # noqa: F401
 
 
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in an epoch of ``n`` examples; the last may be short (padded, see :func:`_batch_layout`)."""
+    return -(-n // batch_size)
+
+
 def _batch_layout(n: int, batch_size: int):
     """Every epoch as ``n_batches`` batches of exactly ``batch_size`` positions, so that the graph's
     shapes are static: the last batch, if short, is padded with examples that count for nothing.
 
     Returns (n_batches, mask ``(n_batches, batch_size)``: 1 where a position holds a real example).
     """
-    n_batches = -(-n // batch_size)
+    n_batches = batches_per_epoch(n, batch_size)
     mask = (np.arange(n_batches * batch_size) < n).astype(np.float32).reshape(n_batches, batch_size)
     return n_batches, mask
 
@@ -68,7 +73,7 @@ def _batch_layout(n: int, batch_size: int):
 def epoch_orders(shuffles: Sequence[np.random.Generator], n: int, batch_size: int) -> np.ndarray:
     """``(K, n_batches * batch_size)`` example indices: each replica's shuffled epoch, its short last
     batch padded by repeating the epoch's order (masked out, see :func:`_batch_layout`)."""
-    padded = -(-n // batch_size) * batch_size  # as _batch_layout lays it out; this runs every epoch, so no mask is built
+    padded = batches_per_epoch(n, batch_size) * batch_size  # as _batch_layout lays it out; this runs every epoch, so no mask is built
     return np.stack([np.resize(shuffle.permutation(n), padded) for shuffle in shuffles]).astype(np.int32)
 
 

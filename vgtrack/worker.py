@@ -177,6 +177,7 @@ class Worker:
         from vgtrack.artifacts import run_outcome
         from vgtrack.records import RecordSampler
         from vgtrack.sweep import run_params
+        from vgtrack.tracking import log_sampled
         from vgtrack.train import train_group
         from vgtrack.verdict import chance_level
 
@@ -189,11 +190,9 @@ class Worker:
             trackers.append(self.tracker.start_run(run, spec.name, run_params(spec, run), tags))
             self.queue.set_trial_attr(claim.trial_id, "mlflow_run_id", trackers[-1].run_id)
 
-        def send(batch) -> None:
-            for i, records in batch.items():
-                trackers[i].log_records(records)
-
-        sampler = RecordSampler([run.cell.depth for run in group], spec.train.epochs, spec.tracking.metric_points, send)
+        sampler = RecordSampler(
+            [run.cell.depth for run in group], spec.train.epochs, spec.tracking.metric_points, lambda batch: log_sampled(trackers, batch)
+        )
 
         def on_epoch(i, record) -> None:
             if self.stop.requested:
@@ -202,12 +201,10 @@ class Worker:
 
         try:
             results = train_group(group, self.data, spec.train, on_epoch)
-            for i, records in sampler.take().items():
-                trackers[i].log_records(records, write=False)  # written with the run's end, in the same call
+            log_sampled(trackers, sampler.take(), write=False)  # written with the run's end, in the same call
         except BaseException as exc:
             interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
-            for i, records in sampler.take().items():  # the epochs trained so far, logged with the run's end
-                trackers[i].log_records(records, write=False)
+            log_sampled(trackers, sampler.take(), write=False)  # the epochs trained so far, written with the run's end
             for claim, run_tracker in zip(claims, trackers):
                 if interrupted:
                     self.queue.release(claim.trial_id)
