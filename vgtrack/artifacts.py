@@ -6,7 +6,7 @@ talks to MLflow only copies files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vgtrack.grid import Cell, Run
@@ -58,15 +58,20 @@ class RunOutcome:
 
     failure: str | None
     seconds: float
-    artifacts: str | None  # the folder of its artifact files; None when none were written
+    artifacts: str | None  # the folder of its artifact files; None when none were written (yet)
     final: dict
     tags: dict  # the verdict (verdict.diagnose) as MLflow tags
 
 
-def run_outcome(folder: str | Path | None, run: Run, result: RunResult, chance: float, save_model: bool = False) -> RunOutcome:
-    """Write ``result``'s artifact files into ``folder`` (none if it is None) and sum the run up for tracking."""
+def run_summary(result: RunResult, chance: float) -> RunOutcome:
+    """The run summed up for tracking, before its files are written (``artifacts`` is None)."""
     from vgtrack.verdict import verdict_tags
 
-    target = None if folder is None else str(write_run_artifacts(folder, run.cell, result, save_model=save_model))
     final = result.final if result.history else {}
-    return RunOutcome(result.failure, result.seconds, target, final, verdict_tags(result, chance))
+    return RunOutcome(result.failure, result.seconds, None, final, verdict_tags(result, chance))
+
+
+def run_outcome(folder: str | Path | None, run: Run, result: RunResult, chance: float, save_model: bool = False) -> RunOutcome:
+    """Write ``result``'s artifact files into ``folder`` (none if it is None) and sum the run up for tracking."""
+    target = None if folder is None else str(write_run_artifacts(folder, run.cell, result, save_model=save_model))
+    return replace(run_summary(result, chance), artifacts=target)

@@ -7,8 +7,11 @@ worker sends, per group:
 - ``("start", gid, pid)`` when it begins;
 - ``("epochs", gid, {i: [EpochRecord, ...]})`` every few seconds: run i's records of the epochs
   that go to MLflow (records.RecordSampler);
-- ``("done", gid, [RunOutcome, ...], Timings, {i: [EpochRecord, ...]})`` with each run's artifact
-  folder written and its last sampled records (logged with the run's end, in the same MLflow call);
+- ``("trained", gid, [RunOutcome, ...], {i: [EpochRecord, ...]})`` as soon as training ends: each
+  run's final numbers and verdict, and its last sampled records, which the parent logs while
+  the worker writes the files;
+- ``("files", gid, i, folder)`` once run i's artifact files are written (folder None: none kept);
+- ``("done", gid, Timings)`` after the last of them;
 - ``("error", gid, text)`` if the group crashed.
 
 Workers are forked from a fork server that has imported TensorFlow once (:mod:`vgtrack.preload`)
@@ -62,11 +65,11 @@ def _sweep_alive() -> bool:
 
 
 def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, send, tracking: bool = True) -> None:
-    """Train ``runs`` as one group, stream sampled records, write artifacts, report. Runs in a worker.
+    """Train ``runs`` as one group, stream sampled records, report, write artifacts. Runs in a worker.
 
     ``tracking=False``: no records streamed and no artifact files written (see sweep.run_sweep).
     """
-    from vgtrack.artifacts import run_outcome
+    from vgtrack.artifacts import run_summary, write_run_artifacts
     from vgtrack.records import RecordSampler
     from vgtrack.train import train_group
     from vgtrack.verdict import chance_level
@@ -81,19 +84,13 @@ def run_group(gid: int, runs: list[Run], spec: SweepSpec, data, folder: Path, se
     started = time.process_time()
     results = train_group(runs, data, spec.train, sampler)
     trained = time.process_time()
-    last = sampler.take() if sampler is not None else {}
     chance = chance_level(data.y_test)
-    try:
-        outcomes = [
-            run_outcome(folder / f"{gid}-{i}" if tracking else None, run, result, chance, spec.tracking.save_model)
-            for i, (run, result) in enumerate(zip(runs, results))
-        ]
-    except BaseException:
-        if last:  # the group fails, but what it trained is logged
-            send(("epochs", gid, last))
-        raise
+    send(("trained", gid, [run_summary(result, chance) for result in results], sampler.take() if sampler is not None else {}))
+    for i, (run, result) in enumerate(zip(runs, results)):
+        written = write_run_artifacts(folder / f"{gid}-{i}", run.cell, result, spec.tracking.save_model) if tracking else None
+        send(("files", gid, i, None if written is None else str(written)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    send(("done", gid, outcomes, Timings(trained - started, time.process_time() - trained, peak), last))
+    send(("done", gid, Timings(trained - started, time.process_time() - trained, peak)))
 
 
 def _worker_main(tasks, results, spec: SweepSpec, folder: str, tracking: bool) -> None:

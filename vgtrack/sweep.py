@@ -86,6 +86,8 @@ class _Sweeping:
     def __init__(self, spec: SweepSpec, tracker, groups: list[list[Run]], bar, outcome: SweepOutcome) -> None:
         self.spec, self.tracker, self.groups, self.bar, self.outcome = spec, tracker, groups, bar, outcome
         self.runs: dict[int, list] = {}  # gid -> RunTrackers of a started group
+        self.outcomes: dict[int, list] = {}  # gid -> RunOutcomes of a trained group
+        self.open: dict[int, set[int]] = {}  # gid -> indices of its runs not yet ended
         self.remaining = set(range(len(groups)))
         self.tracking_seconds = 0.0
         self.worker_training = self.worker_artifacts = self.worker_peak_rss_mb = 0.0
@@ -93,6 +95,7 @@ class _Sweeping:
     def _start(self, gid: int) -> list:
         if gid not in self.runs:
             self.runs[gid] = [self.tracker.start_run(run, self.spec.name, run_params(self.spec, run)) for run in self.groups[gid]]
+            self.open[gid] = set(range(len(self.groups[gid])))
         return self.runs[gid]
 
     def handle(self, message) -> None:
@@ -101,46 +104,62 @@ class _Sweeping:
         if kind == "start":
             self._start(gid)
         elif kind == "epochs":
+            log_sampled(self._start(gid), message[2])
+        elif kind == "trained":  # the numbers now, while the worker writes the files
+            outcomes, last = message[2], message[3]
             trackers = self._start(gid)
-            log_sampled(trackers, message[2])
+            log_sampled(trackers, last, write=False)  # written with the run's end tags, in one call
+            for run_tracker, out in zip(trackers, outcomes):
+                run_tracker.conclude(out.seconds, out.tags, out.failure)
+            self.outcomes[gid] = outcomes
+        elif kind == "files":
+            self._end(gid, message[2], message[3])
         elif kind == "done":
-            outcomes, timings, last = message[2], message[3], message[4]
+            timings = message[2]
             self.worker_training += timings.training
             self.worker_artifacts += timings.artifacts
             self.worker_peak_rss_mb = max(self.worker_peak_rss_mb, timings.peak_rss_mb)
-            trackers = self._start(gid)
-            log_sampled(trackers, last, write=False)  # written by finish or fail below
-            for run, run_tracker, out in zip(self.groups[gid], trackers, outcomes):
-                if out.failure is None:
-                    run_tracker.finish(out.seconds, out.artifacts, out.tags)
-                    self.outcome.finished += 1
-                    last = f"{run.name} test_acc={out.final['test_accuracy']:.3f} {out.tags.get('verdict', '')}"
-                else:
-                    run_tracker.fail(out.failure, out.artifacts, out.tags)
-                    self.outcome.failed += 1
-                    last = f"{run.name} FAILED: {out.failure}"
             self._close(gid)
-            self.bar.set_postfix_str(last, refresh=False)
         elif kind == "error":
             self.fail_group(gid, f"crashed: {message[2].strip().splitlines()[-1]}")
         self.tracking_seconds += time.process_time() - started
 
+    def _end(self, gid: int, i: int, artifacts: str | None) -> None:
+        """Run i of group gid has its files: upload them and end the run."""
+        run, out = self.groups[gid][i], self.outcomes[gid][i]
+        self._start(gid)[i].end(artifacts, failed=out.failure is not None)
+        self.open[gid].discard(i)
+        if out.failure is None:
+            self.outcome.finished += 1
+            note = f"{run.name} test_acc={out.final['test_accuracy']:.3f} {out.tags.get('verdict', '')}"
+        else:
+            self.outcome.failed += 1
+            note = f"{run.name} FAILED: {out.failure}"
+        self.bar.update(1)
+        self.bar.set_postfix_str(note, refresh=False)
+
     def fail_group(self, gid: int, reason: str) -> None:
-        for run_tracker in self._start(gid):
-            run_tracker.fail(reason)
-        self.outcome.failed += len(self.groups[gid])
+        """The group's runs that have not ended fail (their worker crashed or died)."""
+        trackers = self._start(gid)
+        for i in sorted(self.open[gid]):
+            trackers[i].fail(reason)
+            self.outcome.failed += 1
+            self.bar.update(1)
+        self.open[gid].clear()
         self._close(gid)
 
     def _close(self, gid: int) -> None:
         self.runs.pop(gid, None)
+        self.outcomes.pop(gid, None)
+        self.open.pop(gid, None)
         self.remaining.discard(gid)
-        self.bar.update(len(self.groups[gid]))
 
     def kill_in_flight(self, reason: str) -> None:
         """Every started run that has not ended becomes KILLED."""
         for gid in list(self.runs):
-            for run_tracker in self.runs.pop(gid):
-                run_tracker.kill(reason)
+            trackers = self.runs.pop(gid)
+            for i in sorted(self.open.pop(gid, ())):
+                trackers[i].kill(reason)
 
 
 def run_sweep(

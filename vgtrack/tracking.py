@@ -271,25 +271,39 @@ class RunTracker:
         if folder is not None and any(Path(folder).iterdir()):
             get_artifact_repository(self._artifact_uri, tracking_uri=self.client.tracking_uri).log_artifacts(str(folder))
 
-    def finish(
-        self, seconds: float, artifacts: str | Path | None, tags: dict[str, str] | None = None, commit=None
-    ) -> bool:
-        """Write what is left, the verdict tags and the artifacts, then mark the run FINISHED: a FINISHED run is complete.
+    def conclude(self, seconds: float, tags: dict[str, str] | None = None, failure: str | None = None) -> None:
+        """Write what is left of the run's records, its ``train_seconds`` and its end tags (the
+        verdict; ``failure_reason`` if it failed), in as few calls as MLflow allows. The run stays
+        RUNNING until :meth:`end`: its artifacts are still being written."""
+        from mlflow.entities import Metric
+
+        self._pending.append(Metric("train_seconds", seconds, _now_ms(), 0))
+        self._write({**(tags or {}), **({"failure_reason": failure[:5000]} if failure else {})})
+
+    def end(self, artifacts: str | Path | None, failed: bool = False, commit=None) -> bool:
+        """Upload the artifacts, then mark the run FINISHED (FAILED if ``failed``): a FINISHED run is complete.
 
         ``commit()``, if given, is asked between the two (the queue's "this result counts"); when
         it answers False the run ends KILLED instead, as superseded. Returns whether it FINISHED.
         """
-        from mlflow.entities import Metric
-
-        self._pending.append(Metric("train_seconds", seconds, _now_ms(), 0))
-        self._write(tags)
         self._upload(artifacts)
+        if failed:
+            self.client.set_terminated(self.run_id, "FAILED")
+            self.ended = True
+            return False
         if commit is not None and not commit():
             self.kill("superseded: the run was declared stale and retried elsewhere")
             return False
         self.client.set_terminated(self.run_id, "FINISHED")
         self.ended = True
         return True
+
+    def finish(
+        self, seconds: float, artifacts: str | Path | None, tags: dict[str, str] | None = None, commit=None
+    ) -> bool:
+        """:meth:`conclude` and :meth:`end` in one: what is left, the verdict tags, the artifacts, then FINISHED."""
+        self.conclude(seconds, tags)
+        return self.end(artifacts, commit=commit)
 
     def fail(self, reason: str, artifacts: str | Path | None = None, tags: dict[str, str] | None = None) -> None:
         """Keep what was logged, record why, and mark the run FAILED."""
@@ -337,6 +351,12 @@ class NullRunTracker:
 
     def log_records(self, records: list[EpochRecord], write: bool = True) -> None:
         return None
+
+    def conclude(self, seconds: float, tags=None, failure=None) -> None:
+        return None
+
+    def end(self, artifacts, failed: bool = False, commit=None) -> bool:
+        return not failed
 
     def finish(self, seconds: float, artifacts, tags=None, commit=None) -> bool:
         return True
