@@ -125,7 +125,7 @@ class RecordSampler:
     run failed.
 
     Example:
-        >>> sampler = RecordSampler([3, 5], epochs=500, budget=250, send=print)  # doctest: +SKIP
+        >>> sampler = RecordSampler([3, 5], epochs=500, budget=150, send=print)  # doctest: +SKIP
         >>> train_group(runs, data, settings, sampler); last = sampler.take()
     """
 

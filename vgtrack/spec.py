@@ -217,7 +217,8 @@ class TrackingSpec(_Spec):
     # MLflow metric points per run, about: half for the four scalar curves, half for the per-layer
     # statistics (records.metric_plan). Each point costs ~0.1 ms of the sweep process on the sqlite
     # store, as much as training a run for a few epochs; history.parquet keeps every epoch anyway.
-    metric_points: int = Field(250, ge=10, le=100_000)
+    # 150: 18 points per scalar curve; fewer left most of the cost, which is per series, in place.
+    metric_points: int = Field(150, ge=10, le=100_000)
     save_model: bool = False  # also log the trained Keras model as model.keras (keras.saving.load_model)
 
 
