@@ -92,7 +92,8 @@ class _Sweeping:
         self.tracking_seconds = 0.0
         self.worker_training = self.worker_artifacts = self.worker_peak_rss_mb = 0.0
 
-    def _start(self, gid: int) -> list:
+    def start_group(self, gid: int) -> list:
+        """The RunTrackers of group gid, its MLflow runs created (RUNNING) on first call."""
         if gid not in self.runs:
             self.runs[gid] = [self.tracker.start_run(run, self.spec.name, run_params(self.spec, run)) for run in self.groups[gid]]
             self.open[gid] = set(range(len(self.groups[gid])))
@@ -102,12 +103,12 @@ class _Sweeping:
         started = time.process_time()
         kind, gid = message[0], message[1]
         if kind == "start":
-            self._start(gid)
+            self.start_group(gid)
         elif kind == "epochs":
-            log_sampled(self._start(gid), message[2])
+            log_sampled(self.start_group(gid), message[2])
         elif kind == "trained":  # the numbers now, while the worker writes the files
             outcomes, last = message[2], message[3]
-            trackers = self._start(gid)
+            trackers = self.start_group(gid)
             log_sampled(trackers, last, write=False)  # written with the run's end tags, in one call
             for run_tracker, out in zip(trackers, outcomes):
                 run_tracker.conclude(out.seconds, out.tags, out.failure)
@@ -127,7 +128,7 @@ class _Sweeping:
     def _end(self, gid: int, i: int, artifacts: str | None) -> None:
         """Run i of group gid has its files: upload them and end the run."""
         run, out = self.groups[gid][i], self.outcomes[gid][i]
-        self._start(gid)[i].end(artifacts, failed=out.failure is not None)
+        self.start_group(gid)[i].end(artifacts, failed=out.failure is not None)
         self.open[gid].discard(i)
         if out.failure is None:
             self.outcome.finished += 1
@@ -140,7 +141,7 @@ class _Sweeping:
 
     def fail_group(self, gid: int, reason: str) -> None:
         """The group's runs that have not ended fail (their worker crashed or died)."""
-        trackers = self._start(gid)
+        trackers = self.start_group(gid)
         for i in sorted(self.open[gid]):
             trackers[i].fail(reason)
             self.outcome.failed += 1
@@ -209,6 +210,12 @@ def _sweep(spec: SweepSpec, grid: Grid, tracker, spec_path: str, progress: bool,
         try:
             for gid, group in enumerate(groups):
                 pool.submit(gid, group)
+            # The first groups start as soon as the workers are up; their runs are created now,
+            # while the workers still start, instead of competing with their training.
+            started = time.process_time()
+            for gid in range(min(workers, len(groups))):
+                sweeping.start_group(gid)
+            sweeping.tracking_seconds += time.process_time() - started
             while sweeping.remaining:
                 if stop.requested:
                     raise Interrupted
