@@ -87,7 +87,6 @@ class _Sweeping:
         self.spec, self.tracker, self.groups, self.bar, self.outcome = spec, tracker, groups, bar, outcome
         self.runs: dict[int, list] = {}  # gid -> RunTrackers of a started group
         self.outcomes: dict[int, list] = {}  # gid -> RunOutcomes of a trained group
-        self.open: dict[int, set[int]] = {}  # gid -> indices of its runs not yet ended
         self.remaining = set(range(len(groups)))
         self.tracking_seconds = 0.0
         self.worker_training = self.worker_artifacts = self.worker_peak_rss_mb = 0.0
@@ -96,7 +95,6 @@ class _Sweeping:
         """The RunTrackers of group gid, its MLflow runs created (RUNNING) on first call."""
         if gid not in self.runs:
             self.runs[gid] = [self.tracker.start_run(run, self.spec.name, run_params(self.spec, run)) for run in self.groups[gid]]
-            self.open[gid] = set(range(len(self.groups[gid])))
         return self.runs[gid]
 
     def handle(self, message) -> None:
@@ -128,8 +126,7 @@ class _Sweeping:
     def _end(self, gid: int, i: int, artifacts: str | None) -> None:
         """Run i of group gid has its files: upload them and end the run."""
         run, out = self.groups[gid][i], self.outcomes[gid][i]
-        self.start_group(gid)[i].end(artifacts, failed=out.failure is not None)
-        self.open[gid].discard(i)
+        self.runs[gid][i].end(artifacts, failed=out.failure is not None)
         if out.failure is None:
             self.outcome.finished += 1
             note = f"{run.name} test_acc={out.final['test_accuracy']:.3f} {out.tags.get('verdict', '')}"
@@ -141,26 +138,23 @@ class _Sweeping:
 
     def fail_group(self, gid: int, reason: str) -> None:
         """The group's runs that have not ended fail (their worker crashed or died)."""
-        trackers = self.start_group(gid)
-        for i in sorted(self.open[gid]):
-            trackers[i].fail(reason)
-            self.outcome.failed += 1
-            self.bar.update(1)
-        self.open[gid].clear()
+        for run_tracker in self.start_group(gid):
+            if not run_tracker.ended:
+                run_tracker.fail(reason)
+                self.outcome.failed += 1
+                self.bar.update(1)
         self._close(gid)
 
     def _close(self, gid: int) -> None:
         self.runs.pop(gid, None)
         self.outcomes.pop(gid, None)
-        self.open.pop(gid, None)
         self.remaining.discard(gid)
 
     def kill_in_flight(self, reason: str) -> None:
         """Every started run that has not ended becomes KILLED."""
         for gid in list(self.runs):
-            trackers = self.runs.pop(gid)
-            for i in sorted(self.open.pop(gid, ())):
-                trackers[i].kill(reason)
+            for run_tracker in self.runs.pop(gid):
+                run_tracker.kill(reason)  # a run that has ended stays as it is
 
 
 def run_sweep(

@@ -313,9 +313,7 @@ class RunTracker:
         if self.ended:
             return
         self._write({"failure_reason": reason[:5000], **(tags or {})})
-        self._upload(artifacts)
-        self.client.set_terminated(self.run_id, "FAILED")
-        self.ended = True
+        self.end(artifacts, failed=True)
 
     def kill(self, reason: str) -> None:
         """Interrupted: keep the metrics already received and mark the run KILLED, quickly."""
@@ -350,7 +348,10 @@ class NullTracker:
 
 
 class NullRunTracker:
-    """:class:`RunTracker`'s methods, keeping nothing."""
+    """:class:`RunTracker`'s methods, keeping nothing but whether the run has ended."""
+
+    def __init__(self) -> None:
+        self.ended = False
 
     def log_records(self, records: list[EpochRecord], write: bool = True) -> None:
         return None
@@ -359,14 +360,14 @@ class NullRunTracker:
         return None
 
     def end(self, artifacts, failed: bool = False, commit=None) -> bool:
+        self.ended = True
         return not failed
 
     def finish(self, seconds: float, artifacts, tags=None, commit=None) -> bool:
-        return True
+        return self.end(artifacts)
 
     def fail(self, reason: str, artifacts=None, tags=None) -> None:
-        return None
+        self.ended = True
 
     def kill(self, reason: str) -> None:
-        return None
-
+        self.ended = True
