@@ -42,12 +42,28 @@ def test_a_reused_renderer_draws_exactly_what_a_fresh_one_draws(tmp_path):
 
 
 @pytest.mark.parametrize(("values", "expected"), [
-    ([3e-5, 0.2], (1e-5, 1.0)),
-    ([1e-3, 1e-3], (1e-3, 1e-2)),  # a flat line still gets a decade
-    ([0.0, -1.0, np.nan, np.inf], (1e-8, 1.0)),  # nothing a log axis can show
+    ([3e-5, 0.2], (1e-6, 1.0)),
+    ([2e-19, 3e-4], (1e-21, 1e-3)),  # a vanishing gradient: every third power of ten
+    ([1e-3, 1e-3], (1e-3, 1.0)),  # a flat line still gets three decades
+    ([5.0, 40.0], (1.0, 1e3)),
+    ([0.0, -1.0, np.nan, np.inf], (1e-9, 1.0)),  # nothing a log axis can show
 ])
-def test_gradient_axis_snaps_to_powers_of_ten(values, expected):
+def test_gradient_axis_snaps_to_every_third_power_of_ten(values, expected):
     assert decades(values) == pytest.approx(expected)
+
+
+def test_runs_of_any_depth_in_one_range_share_one_background(tmp_path):
+    """The colour bar, not a legend of layer names, tells the layers apart: a shallow and a deep
+    run whose gradients lie in the same decades are drawn over the same background."""
+    figures = RunFigures()
+    for layers in (2, 6, 21):
+        columns = _columns(layers, 50, seed=layers)
+        for name in [c for c in columns if c.startswith("grad_mean_abs/")]:
+            columns[name] = np.clip(columns[name], 2e-6, 0.5)
+        (tmp_path / str(layers)).mkdir()
+        figures.write(columns, tmp_path / str(layers))
+    assert len(figures._gradients._backgrounds) == 1
+    assert len(figures._accuracy._backgrounds) == 1
 
 
 def test_thinning_keeps_the_last_epoch():

@@ -16,6 +16,7 @@ import numpy as np
 
 MAX_POINTS = 250  # more than a 480-pixel-wide axis can show
 PNG = {"dpi": 80, "pil_kwargs": {"compress_level": 1}}
+LAYER_COLOURS = "viridis"  # gradients.png: the input layer at 0 (dark), the output layer at 1 (light)
 BACKGROUNDS = 32  # axis ranges whose drawn background a RunFigures keeps, per figure
 
 
@@ -42,32 +43,45 @@ def plot_accuracy(frame, ax) -> None:
     ax.legend(loc="lower right")
 
 
-def decades(values) -> tuple[float, float]:
-    """Log-axis limits: the powers of ten around the positive finite ``values`` ((1e-8, 1) if there are none)."""
+def decades(values, step: int = 3) -> tuple[float, float]:
+    """Log-axis limits: powers of ten around the positive finite ``values``, their exponents
+    multiples of ``step`` ((1e-9, 1) if there are none).
+
+    Coarse on purpose: a sweep's runs then share a few axis ranges, and each range is drawn once
+    (see :class:`RunFigures`); a curve still spans at least a third of the axis.
+    """
     values = np.asarray(values, dtype=float)
     positive = values[np.isfinite(values) & (values > 0)]
     if not positive.size:
-        return 1e-8, 1.0
-    low, high = math.floor(math.log10(positive.min())), math.ceil(math.log10(positive.max()))
-    return 10.0**low, 10.0 ** max(high, low + 1)
-
-
-CORNERS = ("upper right", "upper left", "lower left", "lower right")  # matplotlib's order of preference for loc="best"
+        return 10.0 ** -(3 * step), 1.0
+    low = step * math.floor(math.log10(positive.min()) / step)
+    high = step * math.ceil(math.log10(positive.max()) / step)
+    return 10.0**low, 10.0 ** max(high, low + step)
 
 
 class _Panel:
     """One reusable Figure with one Axes: a background per axis range, lines drawn over it, a
-    legend pasted over them from a cache of drawn legends."""
+    legend pasted over them from a cache of drawn legends. ``layers=True`` adds a colour bar from
+    the input layer to the output layer (:data:`LAYER_COLOURS`), the same for every depth."""
 
-    def __init__(self, title: str, ylabel: str, log: bool) -> None:
+    def __init__(self, title: str, ylabel: str, log: bool, layers: bool = False) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(6, 4), dpi=PNG["dpi"])
         self.canvas = FigureCanvasAgg(self.figure)
         # fixed margins and title position: layout engines and the title-overlap search cost more than the plot
-        self.figure.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)
+        self.figure.subplots_adjust(left=0.14, right=0.84 if layers else 0.97, bottom=0.12, top=0.92)
         self.ax = self.figure.add_subplot()
+        if layers:
+            from matplotlib.cm import ScalarMappable
+            from matplotlib.colors import Normalize
+
+            bar = self.figure.colorbar(
+                ScalarMappable(Normalize(0, 1), LAYER_COLOURS), cax=self.figure.add_axes((0.87, 0.12, 0.025, 0.80)), ticks=[0, 1]
+            )
+            bar.ax.set_yticklabels(["input", "output"])
+            bar.set_label("layer", labelpad=-8)
         self.ax.set_title(title, y=1.0)
         self.ax.set_xlabel("epoch")
         self.ax.set_ylabel(ylabel)
@@ -107,26 +121,16 @@ class _Panel:
         line.set(**style)
         self.ax.draw_artist(line)
 
-    def quiet_corner(self, x: np.ndarray, series, labels: int) -> str:
-        """The corner of the axes that the lines cross least: where a legend of ``labels`` entries hides least."""
-        transform = self.ax.transScale + self.ax.transLimits  # data -> axes fraction, log scale included
-        with np.errstate(divide="ignore", invalid="ignore"):
-            points = np.concatenate([transform.transform(np.column_stack([x, y])) for y in series])
-        width, height = 0.3, 0.05 + 0.06 * labels  # about the legend's size, in axes fractions
-        right, top = points[:, 0] > 1 - width, points[:, 1] > 1 - height
-        left, bottom = points[:, 0] < width, points[:, 1] < height
-        counts = [np.sum(right & top), np.sum(left & top), np.sum(left & bottom), np.sum(right & bottom)]
-        return CORNERS[int(np.argmin(counts))]
-
-    def finish(self, handles: list, path: str | Path, **legend) -> None:
-        """Paste the legend over the lines and write the PNG: 256 colours (a plot has fewer that
-        matter; the file is half the size and written in half the time of an RGB one)."""
+    def finish(self, path: str | Path, handles: Sequence = (), **legend) -> None:
+        """Paste the legend of ``handles`` (if any) over the lines and write the PNG: 256 colours (a
+        plot has fewer that matter; the file is half the size and written in half the time of an RGB one)."""
         from PIL import Image
 
-        key = (tuple((h.get_label(), h.get_color(), h.get_linewidth()) for h in handles), tuple(sorted(legend.items())))
-        if key not in self._legends:
-            self._legends[key] = self._draw_legend(handles, legend)
-        self.canvas.restore_region(self._legends[key])
+        if handles:
+            key = (tuple((h.get_label(), h.get_color(), h.get_linewidth()) for h in handles), tuple(sorted(legend.items())))
+            if key not in self._legends:
+                self._legends[key] = self._draw_legend(list(handles), legend)
+            self.canvas.restore_region(self._legends[key])
         rgba = np.asarray(self.canvas.buffer_rgba())
         image = Image.fromarray(np.ascontiguousarray(rgba[:, :, :3])).quantize(256, method=Image.Quantize.FASTOCTREE)
         image.save(path, format="png", **PNG["pil_kwargs"])
@@ -146,13 +150,14 @@ class _Panel:
 
 class RunFigures:
     """Writes a run's ``accuracy.png`` (train and test accuracy over epochs) and ``gradients.png``
-    (mean |gradient| per layer over epochs, log scale, input layer dark, output layer light).
+    (mean |gradient| per layer over epochs, log scale, coloured from the input layer, dark, to the
+    output layer, light, as the colour bar beside it shows for any depth).
 
     Most of matplotlib's drawing time goes to what is the same from run to run: axes, ticks,
-    labels, title. Each figure is drawn once per axis range (the gradient axis snaps to powers
-    of ten, so a sweep has few) and kept as a background; a run draws only its lines and legend
-    over a copy of it (matplotlib's blitting). At most ``MAX_POINTS`` points per line; the
-    history artifact has every epoch.
+    labels, title, colour bar. Each figure is drawn once per axis range (the gradient axis snaps
+    to every third power of ten, so a sweep has few) and kept as a background; a run draws only
+    its lines (and the accuracy legend, drawn once) over a copy of it (matplotlib's blitting).
+    At most ``MAX_POINTS`` points per line; the history artifact has every epoch.
 
     Example:
         >>> figures = RunFigures()  # doctest: +SKIP
@@ -161,7 +166,7 @@ class RunFigures:
 
     def __init__(self) -> None:
         self._accuracy = _Panel("accuracy", "accuracy", log=False)
-        self._gradients = _Panel("mean |gradient| per layer", "grad_mean_abs", log=True)
+        self._gradients = _Panel("mean |gradient| per layer", "grad_mean_abs", log=True, layers=True)
 
     def write(self, columns, folder: str | Path) -> None:
         """Both PNGs into ``folder`` from ``columns`` (records.history_columns, or a DataFrame of the same)."""
@@ -175,7 +180,7 @@ class RunFigures:
         panel.start(epochs, (0.0, 1.0))
         for i, name in enumerate(("train", "test")):
             panel.draw_line(i, epochs, np.asarray(columns[f"{name}_accuracy"])[index], name, color=f"C{i}")
-        panel.finish(panel.lines[:2], path, loc="lower right")
+        panel.finish(path, panel.lines[:2], loc="lower right")
 
     def gradients(self, columns, path: str | Path) -> None:
         from matplotlib import colormaps
@@ -186,9 +191,7 @@ class RunFigures:
         series: Sequence[np.ndarray] = [np.asarray(columns[name])[index] for name in names]
         panel = self._gradients
         panel.start(epochs, decades(series))
-        colours = colormaps["viridis"].resampled(max(len(names), 2))
+        colours = colormaps[LAYER_COLOURS]
         for i, (name, values) in enumerate(zip(names, series)):
-            labelled = len(names) <= 8 or i in (0, len(names) - 1)
-            panel.draw_line(i, epochs, values, name.split("/", 1)[1] if labelled else "_nolegend_", color=colours(i), linewidth=1)
-        handles = [line for line in panel.lines[: len(names)] if not line.get_label().startswith("_")]
-        panel.finish(handles, path, fontsize="small", loc=panel.quiet_corner(epochs, series, len(handles)))
+            panel.draw_line(i, epochs, values, name.split("/", 1)[1], color=colours(i / max(len(names) - 1, 1)), linewidth=1)
+        panel.finish(path)
