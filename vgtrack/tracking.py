@@ -23,6 +23,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # sqlite store); a sweep makes thousands. MLFLOW_DISABLE_TELEMETRY=false turns it back on.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 MAX_BATCH = 1000  # MLflow's limit on values (metrics, params and tags together) in one log_batch call
+REASON_CHARS = 5000  # of a failure or end reason kept in its tag (a traceback can be longer than MLflow takes)
 
 
 def resolve_uri(cli_uri: str | None, spec_uri: str | None) -> str:
@@ -177,7 +178,7 @@ class SweepTracker:
     def end_run(self, run_id: str, status: str, reason: str) -> None:
         """End someone else's run (its worker died): FINISHED, KILLED or FAILED, with why."""
         key = "failure_reason" if status == "FAILED" else "end_reason"
-        self.client.set_tag(run_id, key, reason[:5000])
+        self.client.set_tag(run_id, key, reason[:REASON_CHARS])
         self.client.set_terminated(run_id, status)
 
     def _owner_tags(self) -> dict[str, str]:
@@ -281,7 +282,7 @@ class RunTracker:
         from mlflow.entities import Metric
 
         self._pending.append(Metric("train_seconds", seconds, _now_ms(), 0))
-        self._write({**(tags or {}), **({"failure_reason": failure[:5000]} if failure else {})})
+        self._write({**(tags or {}), **({"failure_reason": failure[:REASON_CHARS]} if failure else {})})
 
     def end(self, artifacts: str | Path | None, failed: bool = False, commit=None) -> bool:
         """Upload the artifacts, then mark the run FINISHED (FAILED if ``failed``): a FINISHED run is complete.
@@ -312,7 +313,7 @@ class RunTracker:
         """Keep what was logged, record why, and mark the run FAILED."""
         if self.ended:
             return
-        self._write({"failure_reason": reason[:5000], **(tags or {})})
+        self._write({"failure_reason": reason[:REASON_CHARS], **(tags or {})})
         self.end(artifacts, failed=True)
 
     def kill(self, reason: str) -> None:
