@@ -156,6 +156,11 @@ def _gone(pids: set[int], timeout: float) -> set[int]:
         time.sleep(0.2)
 
 
+# Long enough that no run ends before the test stops the sweep: a tiny run trains about 1-2 ms an
+# epoch, its first metrics reach MLflow 2 s after its group starts, and the test acts on them.
+LONG_EPOCHS = 12_000
+
+
 def _start_sweep(path, uri):
     return subprocess.Popen(
         [sys.executable, "-m", "vgtrack.sweep", str(path), "--tracking-uri", uri, "--no-progress"],
@@ -165,7 +170,7 @@ def _start_sweep(path, uri):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_interrupt_marks_the_run_killed_and_rerun_finishes(write_spec, store, signum):
-    path = write_spec(tiny_spec(train={"epochs": 3000, "batch_size": 32}))
+    path = write_spec(tiny_spec(train={"epochs": LONG_EPOCHS, "batch_size": 32}))
     proc = _start_sweep(path, store)
     victim = _wait_for_running(store, proc)
     workers = _descendants(proc.pid)
@@ -183,7 +188,7 @@ def test_interrupt_marks_the_run_killed_and_rerun_finishes(write_spec, store, si
 
 
 def test_sigkilled_sweep_is_reaped_and_rerun(write_spec, store, capsys):
-    path = write_spec(tiny_spec(train={"epochs": 3000, "batch_size": 32}))
+    path = write_spec(tiny_spec(train={"epochs": LONG_EPOCHS, "batch_size": 32}))
     proc = _start_sweep(path, store)
     victim = _wait_for_running(store, proc)
     workers = _descendants(proc.pid)
