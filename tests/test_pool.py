@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -24,3 +26,11 @@ def test_workers_that_cannot_start_are_reported_not_waited_for(tmp_path, monkeyp
             pool.lost_groups()
             time.sleep(0.05)
     pool.terminate()
+
+
+def test_the_fork_server_freezes_what_it_preloads():
+    """Workers fork from a server that has imported vgtrack.preload: its objects (TensorFlow's,
+    hundreds of thousands) are frozen, so a worker's full collections leave them out."""
+    code = "import gc, vgtrack.preload; print(gc.get_freeze_count())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 100_000

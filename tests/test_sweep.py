@@ -83,6 +83,24 @@ def test_rerun_skips_finished_runs(write_spec, store, capsys):
     assert len(runs) == 8 and len({r.data.tags["run_key"] for r in runs}) == 8
 
 
+def test_the_sweep_process_freezes_its_imports_while_it_sweeps(write_spec, store, monkeypatch):
+    """MLflow's modules stay out of the sweep process's full collections while it logs, and are
+    handed back to the collector when the sweep ends."""
+    import gc
+
+    import vgtrack.sweep
+
+    frozen, sweep = [], vgtrack.sweep._sweep
+
+    def counting(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return sweep(*args, **kwargs)
+
+    monkeypatch.setattr(vgtrack.sweep, "_sweep", counting)
+    assert main([str(write_spec(tiny_spec())), "--tracking-uri", store, "--no-progress"]) == 0
+    assert frozen[0] > 10_000 and gc.get_freeze_count() == 0
+
+
 def test_dry_run_trains_nothing(write_spec, tmp_path, capsys):
     path = write_spec(tiny_spec(seeds=3))
     assert main([str(path), "--dry-run", "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db"]) == 0
