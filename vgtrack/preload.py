@@ -11,21 +11,17 @@ runtime threads and forking it is safe; each worker configures and starts its ow
 
 import os
 
+from vgtrack.heap import long_lived
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402,F401
-import matplotlib.backends.backend_agg  # noqa: E402,F401  (a run's figures)
-import matplotlib.figure  # noqa: E402,F401
-import PIL.PngImagePlugin  # noqa: E402,F401
-import pyarrow.parquet  # noqa: E402,F401  (a run's history.parquet)
-import sklearn.datasets  # noqa: E402,F401  (make_circles)
-import sklearn.preprocessing  # noqa: E402,F401
-import tensorflow  # noqa: E402,F401
-
-import gc  # noqa: E402
-
-# All of the above lives as long as the workers do. Frozen (CPython's permanent generation) before
-# the workers fork, it is left out of their full collections, which then scan what a worker made
-# itself instead of TensorFlow's ~430,000 objects: 0.17 s each, and a group's artifact files set
-# one off in the next group's training.
-gc.freeze()
+# Frozen before the workers fork: their full collections leave all of this out (see vgtrack.heap).
+with long_lived():
+    import keras  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401  (a run's figures)
+    import matplotlib.figure  # noqa: F401
+    import PIL.PngImagePlugin  # noqa: F401
+    import pyarrow.parquet  # noqa: F401  (a run's history.parquet)
+    import sklearn.datasets  # noqa: F401  (make_circles)
+    import sklearn.preprocessing  # noqa: F401
+    import tensorflow  # noqa: F401

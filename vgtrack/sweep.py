@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vgtrack.errors import SpecError, UsageError
 from vgtrack.grid import Grid, Run, expand
+from vgtrack.heap import long_lived
 from vgtrack.plan import estimate_seconds, plan_groups
 from vgtrack.spec import SweepSpec, load_spec
 from vgtrack.stopping import Interrupted, StopFlag
@@ -179,11 +180,8 @@ def run_sweep(
     with tempfile.TemporaryDirectory(prefix="vgtrack-") as folder:
         pool = WorkerPool(workers, spec, folder, tracking)  # the workers import TensorFlow while MLflow opens its store
         try:
-            tracker = SweepTracker(uri, spec.experiment_name) if tracking else NullTracker()
-            # MLflow's and SQLAlchemy's modules, just imported, outlive the sweep: frozen (CPython's
-            # permanent generation), they are left out of the full collections that logging's many
-            # small objects set off, each of which would otherwise scan them all (~0.1 s).
-            gc.freeze()
+            with long_lived():  # MLflow's modules and store, left out of the collections logging sets off
+                tracker = SweepTracker(uri, spec.experiment_name) if tracking else NullTracker()
             return _sweep(spec, grid, tracker, spec_path, progress, workers, pool)
         finally:
             gc.unfreeze()
