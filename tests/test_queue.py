@@ -191,13 +191,18 @@ def test_queued_sweep_runs_each_run_once_across_three_workers_and_rerun_enqueues
     assert len(_study(storage, "q-three").trials) == 24
 
 
+# Long enough that a worker is still training when the test acts on its first metrics (logged 2 s
+# into a group): today's worker trains a tiny group's 6,000 epochs in about 3 s.
+LONG_EPOCHS = 20_000
+
+
 def _one_worker_mid_run(cluster, name: str):
     """Enqueue two long runs that cannot share a graph, start one worker, wait until it trains one.
 
     Returns (storage, tracking URI, the worker process, the MLflow run it is training).
     """
     storage, uri, write = cluster
-    spec = tiny_spec(name=name, grid={"depth": 1, "width": 3, "activation": ["tanh", "relu"]}, train={"epochs": 6000, "batch_size": 32}, queue=FAST_FAULTS)
+    spec = tiny_spec(name=name, grid={"depth": 1, "width": 3, "activation": ["tanh", "relu"]}, train={"epochs": LONG_EPOCHS, "batch_size": 32}, queue=FAST_FAULTS)
     assert _sweep(write(spec), storage, uri, "--enqueue-only").returncode == 0
     worker = _worker(storage, name, uri)
     return storage, uri, worker, _wait_for_training(uri, name, [worker])
