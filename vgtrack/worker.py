@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from vgtrack.errors import SpecError, UsageError
+from vgtrack.heap import long_lived
 from vgtrack.stopping import Interrupted, StopFlag
 from vgtrack.workqueue import PARENT_ATTR, SPEC_ATTR, TRACKING_ATTR, Claim, RunQueue
 
@@ -244,10 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with StopFlag() as stop:
         try:
-            worker = Worker(RunQueue.open(args.storage, args.study), args.tracking_uri, stop)
+            with long_lived():  # Optuna's and MLflow's modules live as long as the worker (see vgtrack.heap)
+                worker = Worker(RunQueue.open(args.storage, args.study), args.tracking_uri, stop)
         except (UsageError, SpecError) as exc:
             print(exc, file=sys.stderr)
             return 2
+        from vgtrack.train import warm_up
+
+        with long_lived():  # and TensorFlow's, imported before the first claim
+            warm_up()
         try:
             trained = worker.run()
         except (Interrupted, KeyboardInterrupt):
