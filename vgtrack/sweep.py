@@ -184,7 +184,7 @@ def run_sweep(
                 tracker = SweepTracker(uri, spec.experiment_name) if tracking else NullTracker()
             return _sweep(spec, grid, tracker, spec_path, progress, workers, pool)
         finally:
-            gc.unfreeze()
+            gc.unfreeze()  # what long_lived froze goes back to the collector: a caller's process goes on after the sweep
             pool.terminate()
 
 
