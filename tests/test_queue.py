@@ -296,7 +296,7 @@ def test_sweep_survives_a_postgresql_restart_mid_sweep(cluster):
     storage, uri, write = cluster
     spec = tiny_spec(
         name="q-restart", grid={"depth": [1, 2], "width": 3, "activation": ["tanh", "relu"]}, seeds=2,
-        train={"epochs": 4000, "batch_size": 32}, queue={"heartbeat": 1, "grace": 20, "retries": 1},
+        train={"epochs": LONG_EPOCHS, "batch_size": 32}, queue={"heartbeat": 1, "grace": 20, "retries": 1},
     )
     path = write(spec)
     coordinator = subprocess.Popen(
