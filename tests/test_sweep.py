@@ -101,6 +101,26 @@ def test_the_sweep_process_freezes_its_imports_while_it_sweeps(write_spec, store
     assert frozen[0] > 10_000 and gc.get_freeze_count() == 0
 
 
+def test_runs_are_created_for_the_first_groups_then_while_the_workers_start(write_spec, store):
+    """What the sweep process does while the fork server imports TensorFlow: the runs of the groups
+    that start first, then of the next groups for as long as the workers are not up."""
+    from vgtrack.grid import expand
+    from vgtrack.spec import load_spec
+    from vgtrack.sweep import SweepOutcome, _Sweeping
+    from vgtrack.tracking import SweepTracker
+
+    spec = load_spec(write_spec(tiny_spec(grid={"depth": 1, "width": [3, 4, 5, 6], "activation": "tanh", "initializer": "xavier"})))
+    groups = [[run] for run in expand(spec)]  # four groups (one width each)
+    tracker = SweepTracker(store, spec.experiment_name)
+    sweeping = _Sweeping(spec, tracker, groups, None, SweepOutcome(total=4, skipped=0))
+    answers = iter([True, False])  # the workers come up after the second group
+    sweeping.start_groups(1, lambda: next(answers))
+    assert sorted(sweeping.runs) == [0, 1]
+    _, runs = _children(store)
+    assert sorted(r.info.run_name for r in runs) == sorted(run.name for group in groups[:2] for run in group)
+    assert {r.info.status for r in runs} == {"RUNNING"}
+
+
 def test_dry_run_trains_nothing(write_spec, tmp_path, capsys):
     path = write_spec(tiny_spec(seeds=3))
     assert main([str(path), "--dry-run", "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db"]) == 0

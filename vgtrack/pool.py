@@ -168,6 +168,10 @@ class WorkerPool:
         process.start()
         return process
 
+    def starting(self) -> bool:
+        """Whether the workers are still being started (the first waits for the fork server's imports)."""
+        return self._starting.is_alive()
+
     def submit(self, gid: int, runs: list[Run]) -> None:
         self.tasks.put((gid, runs))
 

@@ -20,6 +20,7 @@ from vgtrack.errors import SpecError, UsageError
 from vgtrack.grid import Grid, Run, expand
 from vgtrack.heap import long_lived
 from vgtrack.plan import estimate_seconds, plan_groups
+from vgtrack.priority import at_lowest_priority
 from vgtrack.spec import SweepSpec, load_spec
 from vgtrack.stopping import Interrupted, StopFlag
 from vgtrack.tracking import log_sampled
@@ -98,6 +99,13 @@ class _Sweeping:
         if gid not in self.runs:
             self.runs[gid] = [self.tracker.start_run(run, self.spec.name, run_params(self.spec, run)) for run in self.groups[gid]]
         return self.runs[gid]
+
+    def start_groups(self, first: int, more) -> None:
+        """Create the runs of the first ``first`` groups, then of the groups after them while ``more()``."""
+        for gid in range(len(self.groups)):
+            if gid >= first and not more():
+                return
+            self.start_group(gid)
 
     def handle(self, message) -> None:
         started = time.process_time()
@@ -181,7 +189,7 @@ def run_sweep(
         pool = WorkerPool(workers, spec, folder, tracking)  # the workers import TensorFlow while MLflow opens its store
         try:
             with long_lived():  # MLflow's modules and store, left out of the collections logging sets off
-                tracker = SweepTracker(uri, spec.experiment_name) if tracking else NullTracker()
+                tracker = at_lowest_priority(SweepTracker, uri, spec.experiment_name) if tracking else NullTracker()
             return _sweep(spec, grid, tracker, spec_path, progress, workers, pool)
         finally:
             gc.unfreeze()  # what long_lived froze goes back to the collector: a caller's process goes on after the sweep
@@ -208,11 +216,11 @@ def _sweep(spec: SweepSpec, grid: Grid, tracker, spec_path: str, progress: bool,
         try:
             for gid, group in enumerate(groups):
                 pool.submit(gid, group)
-            # The first groups start as soon as the workers are up; their runs are created now,
-            # while the workers still start, instead of competing with their training.
+            # Runs are created now, while the fork server still imports TensorFlow, instead of
+            # competing with the workers' training: those of the groups that start first, then
+            # of the next groups until the workers are up.
             started = time.process_time()
-            for gid in range(min(workers, len(groups))):
-                sweeping.start_group(gid)
+            at_lowest_priority(sweeping.start_groups, min(workers, len(groups)), lambda: pool.starting() and not stop.requested)
             sweeping.tracking_seconds += time.process_time() - started
             while sweeping.remaining:
                 if stop.requested:
