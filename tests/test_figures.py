@@ -41,6 +41,29 @@ def test_a_reused_renderer_draws_exactly_what_a_fresh_one_draws(tmp_path):
     assert not np.array_equal(_pixels(tmp_path / "deep" / "gradients.png"), _pixels(tmp_path / "fresh" / "gradients.png"))
 
 
+def test_the_pieces_drawn_apart_add_up_to_the_whole_figure(tmp_path):
+    """The background without the y axis, the y axis of each range, the lines: together they are
+    what matplotlib draws of the whole figure at once, for every range the figure has seen (but
+    for the few pixels where a line crosses a y tick: blitted, the line is on top)."""
+    figures = RunFigures()
+    for layers, epochs, seed in ((3, 40, 1), (21, 300, 2), (6, 300, 3), (3, 40, 4)):
+        figures.write(_columns(layers, epochs, seed), tmp_path)
+        for panel, drawn in ((figures._accuracy, 2), (figures._gradients, layers)):
+            blitted = np.array(panel.canvas.buffer_rgba())
+            shown = [panel.ax.yaxis, *panel.lines[:drawn]]  # lines past `drawn` hold an earlier, deeper run
+            for artist in shown:
+                artist.set_animated(False)
+            panel.canvas.draw()
+            whole = np.array(panel.canvas.buffer_rgba())
+            for artist in shown:
+                artist.set_animated(True)
+            if panel is figures._accuracy:  # its legend is pasted over the lines; the whole figure has none
+                whole, blitted = whole[:220], blitted[:220]
+            differ = np.argwhere((whole != blitted).any(axis=2))
+            assert len(differ) < 10 and set(differ[:, 1]) <= {67}, (panel.ax.get_title(), layers, differ[:5])
+    assert len(figures._gradients._backgrounds) >= 3
+
+
 @pytest.mark.parametrize(("values", "expected"), [
     ([3e-5, 0.2], (1e-6, 1.0)),
     ([2e-19, 3e-4], (1e-21, 1e-3)),  # a vanishing gradient: every third power of ten

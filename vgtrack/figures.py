@@ -92,21 +92,32 @@ class _Panel:
             # no minor ticks, plain "1e-05" labels: on a log axis these are most of the drawing time
             self.ax.yaxis.set_minor_locator(NullLocator())
             self.ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
+        # The y axis (ticks, their labels, its label) is drawn apart from the rest of the figure,
+        # which a new y range leaves as it is: a new range costs its axis, not a whole figure.
+        self.ax.yaxis.set_animated(True)
         self.lines: list = []
-        self._backgrounds: dict[tuple, object] = {}
+        self._xlim: tuple[float, float] | None = None
+        self._static = None  # everything but the y axis and the lines, for self._xlim
+        self._backgrounds: dict[tuple, object] = {}  # (xlim, ylim) -> the static part with the y axis
         self._background = None  # the one painted for the current run
         self._legends: dict[tuple, object] = {}
 
     def start(self, epochs: np.ndarray, ylim: tuple[float, float]) -> None:
         """Set the axis range (x: the epochs with matplotlib's 5% margins) and paint its background."""
         span = float(epochs[-1] - epochs[0]) or 1.0
-        key = (float(epochs[0]) - 0.05 * span, float(epochs[-1]) + 0.05 * span, *ylim)
-        self.ax.set_xlim(key[0], key[1])
-        self.ax.set_ylim(key[2], key[3])
+        xlim = (float(epochs[0]) - 0.05 * span, float(epochs[-1]) + 0.05 * span)
+        key = (*xlim, *ylim)
+        self.ax.set_xlim(*xlim)
+        self.ax.set_ylim(*ylim)
         if key not in self._backgrounds:
             if len(self._backgrounds) >= BACKGROUNDS:
                 self._backgrounds.pop(next(iter(self._backgrounds)))
-            self.canvas.draw()  # everything but the animated lines
+            if xlim != self._xlim:
+                self.canvas.draw()  # everything but the animated: the y axis and the lines
+                self._static, self._xlim = self.canvas.copy_from_bbox(self.figure.bbox), xlim
+            else:
+                self.canvas.restore_region(self._static)
+            self.ax.draw_artist(self.ax.yaxis)
             self._backgrounds[key] = self.canvas.copy_from_bbox(self.figure.bbox)
         self._background = self._backgrounds[key]
         self.canvas.restore_region(self._background)
@@ -124,16 +135,19 @@ class _Panel:
     def finish(self, path: str | Path, handles: Sequence = (), **legend) -> None:
         """Paste the legend of ``handles`` (if any) over the lines and write the PNG: 256 colours (a
         plot has fewer that matter; the file is half the size and written in half the time of an RGB one)."""
-        from PIL import Image
-
         if handles:
             key = (tuple((h.get_label(), h.get_color(), h.get_linewidth()) for h in handles), tuple(sorted(legend.items())))
             if key not in self._legends:
                 self._legends[key] = self._draw_legend(list(handles), legend)
             self.canvas.restore_region(self._legends[key])
+        self.image().save(path, format="png", **PNG["pil_kwargs"])
+
+    def image(self):
+        """What the canvas holds now, as the PNG gets it."""
+        from PIL import Image
+
         rgba = np.asarray(self.canvas.buffer_rgba())
-        image = Image.fromarray(np.ascontiguousarray(rgba[:, :, :3])).quantize(256, method=Image.Quantize.FASTOCTREE)
-        image.save(path, format="png", **PNG["pil_kwargs"])
+        return Image.fromarray(np.ascontiguousarray(rgba[:, :, :3])).quantize(256, method=Image.Quantize.FASTOCTREE)
 
     def _draw_legend(self, handles: list, legend: dict):
         """The pixels of this legend (opaque, square corners) drawn on the bare background, to paste later."""
