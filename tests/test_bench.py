@@ -1,4 +1,4 @@
-"""``python -m vgtrack.bench`` end to end, on the smallest slice: it runs and prints its whole table."""
+"""``python -m vgtrack.bench``: its flags checked before anything runs, and end to end, on the smallest slice, its whole table."""
 
 from __future__ import annotations
 
@@ -13,6 +13,26 @@ ROWS = (
     "baseline: model.fit, s/run", "ratio baseline/vgtrack", "vgtrack CPU time: training", "vgtrack CPU time: statistics",
     "vgtrack CPU time: tracking", "tracking's share of the wall time", "peak RSS per worker", "projected sweeps/full.yaml",
 )
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--depths", "1,x"], "--depths: expected comma-separated integers such as 1,5,10, got '1,x'"),
+    (["--widths", "0"], "--widths: expected integers >= 1, got 0"),
+    (["--configs", "tanh"], "--configs: expected activation-initializer pairs such as tanh-uniform,relu-he, got 'tanh'"),
+    (["--configs", "tanh-uniform,relu-bogus"], "--configs: expected one of uniform, normal, xavier, xavier_normal, he, he_normal, got 'bogus'"),
+    (["--configs", "bogus-he"], "--configs: expected Keras activation names such as tanh, relu, sigmoid, got 'bogus'"),
+    (["--seeds", "0"], "--seeds: expected an integer >= 1, got 0"),
+    (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+    (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
+    (["--repeats", "0"], "--repeats: expected an integer >= 1, got 0"),
+    (["--baseline-runs", "0"], "--baseline-runs: expected an integer >= 1, got 0"),
+])
+def test_a_bad_flag_is_one_line_naming_it_and_nothing_runs(flags, error, capsys):
+    from vgtrack.bench import main
+
+    assert main(flags) == 2
+    err = capsys.readouterr().err
+    assert err == error + "\n"
 
 
 @pytest.mark.slow

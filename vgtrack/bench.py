@@ -131,6 +131,60 @@ def project_full(per_run_training: float, per_run_fixed: float, epochs: int, wor
     return runs * (per_run_training * full.train.epochs / epochs + per_run_fixed) / workers
 
 
+# The slice's sweep-file keys, as the flags that set them (a SpecError names the key).
+FLAG_OF_KEY = {"grid.depth": "--depths", "grid.width": "--widths", "grid": "--configs", "include": "--configs", "seeds": "--seeds", "train.epochs": "--epochs"}
+
+
+def _integers(flag: str, text: str) -> list[int]:
+    """``--depths 1,5,10`` as integers.
+
+    Raises:
+        UsageError: not comma-separated integers.
+    """
+    from vgtrack.errors import UsageError
+
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag}: expected comma-separated integers such as 1,5,10, got {text!r}") from None
+
+
+def _configs(text: str) -> list[str]:
+    """``--configs tanh-uniform,relu-he``, each an activation and an initializer joined by ``-``.
+
+    Raises:
+        UsageError: an item is not such a pair.
+    """
+    from vgtrack.errors import UsageError
+
+    configs = text.split(",")
+    for config in configs:
+        activation, _, initializer = config.partition("-")
+        if not activation or not initializer:
+            raise UsageError(f"--configs: expected activation-initializer pairs such as tanh-uniform,relu-he, got {config!r}")
+    return configs
+
+
+def parse_slice(args: argparse.Namespace) -> SweepSpec:
+    """The slice the flags describe.
+
+    Raises:
+        UsageError: a flag's value is not allowed, named as ``--flag: rule, got value``.
+    """
+    from vgtrack.errors import SpecError, UsageError
+
+    for flag in ("seeds", "epochs", "workers", "repeats", "baseline_runs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {value}")
+    depths, widths = _integers("--depths", args.depths), _integers("--widths", args.widths)
+    try:
+        return slice_spec(depths, widths, _configs(args.configs), args.seeds, args.epochs)
+    except SpecError as exc:
+        flag = next((f for key, f in FLAG_OF_KEY.items() if exc.key == key or exc.key.startswith((key + ".", key + "["))), exc.key)
+        raise UsageError(f"{flag}: {exc.message}") from None
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
@@ -151,10 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, metavar="R",
                         help="vgtrack passes with tracking and without, alternating (default 3 each; means are reported)")
     args = parser.parse_args(argv)
-    spec = slice_spec(
-        [int(d) for d in args.depths.split(",")], [int(w) for w in args.widths.split(",")],
-        args.configs.split(","), args.seeds, args.epochs,
-    )
+    from vgtrack.errors import UsageError
+
+    try:
+        spec = parse_slice(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     n = len(expand(spec))
     print(f"slice: {n} runs ({args.depths} depth x {args.widths} width x {args.configs} x SGD x {args.seeds} seeds), "
           f"{args.epochs} epochs; vgtrack on {args.workers} workers", file=sys.stderr)
@@ -164,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vgtrack warm-up pass (not counted): {wall:.1f} s", file=sys.stderr)
     # With tracking and without, alternating: a drift in the machine's speed hits both alike.
     passes: dict[bool, list] = {True: [], False: []}
-    for tracking in (True, False) * max(1, args.repeats):
+    for tracking in (True, False) * args.repeats:
         wall, outcome = run_vgtrack_fresh(spec, args.workers, tracking)
         passes[tracking].append((wall, outcome))
         print(f"vgtrack {'with' if tracking else 'without'} tracking: {wall:.1f} s", file=sys.stderr)
