@@ -112,6 +112,17 @@ def test_unknown_and_partial_sweeps(swept, tmp_path, capsys):
     assert "12 of 36 runs not finished yet" in (tmp_path / "partial" / "report.md").read_text()
 
 
+def test_a_tracking_server_nobody_answers_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["rep", "--tracking-uri", "http://127.0.0.1:1", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == "--tracking-uri http://127.0.0.1:1: no MLflow server answers (ConnectionError)\n"
+    spec = tmp_path / "rep.yaml"
+    spec.write_text(f"name: rep\ntracking: {{uri: 'http://127.0.0.1:1'}}\n" + "grid: {depth: 1, width: 3, activation: tanh, initializer: he}\n")
+    assert main([str(spec), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == f"{spec}: tracking.uri http://127.0.0.1:1: no MLflow server answers (ConnectionError)\n"
+    assert not (tmp_path / "x").exists()
+
+
 def test_report_is_logged_on_the_parent_run(swept):
     from mlflow.tracking import MlflowClient
 

@@ -130,6 +130,31 @@ def test_dry_run_trains_nothing(write_spec, tmp_path, capsys):
     assert not (tmp_path / "mlruns").exists()
 
 
+NOBODY = "http://127.0.0.1:1"  # a port nothing listens on: the connection is refused at once
+
+
+@pytest.mark.parametrize("origin", ["flag", "env", "spec"])
+def test_a_tracking_uri_nobody_answers_is_one_line_naming_where_it_came_from(origin, write_spec, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = write_spec(tiny_spec(tracking={"uri": NOBODY}) if origin == "spec" else tiny_spec())
+    flags = ["--tracking-uri", NOBODY] if origin == "flag" else []
+    if origin == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", NOBODY)
+    assert main([str(path), "--no-progress", *flags]) == 2
+    named = {"flag": "--tracking-uri", "env": "MLFLOW_TRACKING_URI", "spec": f"{path}: tracking.uri"}[origin]
+    assert capsys.readouterr().err.splitlines()[-1:] == [f"{named} {NOBODY}: no MLflow server answers (ConnectionError)"]
+    assert not (tmp_path / "mlruns").exists()  # nothing trained or logged anywhere else
+
+
+def test_a_tracking_store_that_cannot_open_is_one_line(write_spec, capsys):
+    path = write_spec(tiny_spec())
+    assert main([str(path), "--no-progress", "--tracking-uri", "bogus://x"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("--tracking-uri bogus://x: cannot open the tracking store: UnsupportedModelRegistryStoreURIException: ")
+    assert not any("Traceback" in line for line in lines)
+
+
 def test_failed_run_is_recorded_and_the_sweep_goes_on(write_spec, store):
     # depth 3 relu + N(0, 1) at lr 1e12 diverges to NaN; the other cell trains normally
     spec = tiny_spec(grid={"depth": 3, "activation": ["relu", "tanh"], "initializer": "normal"}, optimizers={"sgd": {"learning_rate": 1e12}})

@@ -107,7 +107,8 @@ def failure_depths(summary, chance: float):
 
 def load_sweep(target: str, uri: str | None) -> tuple[object, SweepRuns]:
     """``target`` is a sweep file (its experiment) or an experiment name."""
-    from vgtrack.tracking import open_client, resolve_uri
+    from vgtrack.errors import UsageError
+    from vgtrack.tracking import check_server, open_client, resolve_uri, uri_origin
 
     expected, name, spec_uri = None, target, None
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
@@ -116,7 +117,12 @@ def load_sweep(target: str, uri: str | None) -> tuple[object, SweepRuns]:
 
         spec = load_spec(target)
         name, expected, spec_uri = spec.experiment_name, len(expand(spec)), spec.tracking.uri
+    origin = uri_origin(uri, spec_uri, target)
     uri = resolve_uri(uri, spec_uri)
+    try:
+        check_server(uri, origin)  # MLflow's client would retry for minutes
+    except UsageError as exc:
+        raise ReportError(str(exc)) from None
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise ReportError(f"{name}: no MLflow store at {uri}")
     try:

@@ -169,12 +169,16 @@ class _Sweeping:
 
 def run_sweep(
     spec: SweepSpec, grid: Grid, uri: str, spec_path: str, progress: bool = True, workers: int | None = None,
-    tracking: bool = True,
+    tracking: bool = True, origin: str = "tracking URI",
 ) -> SweepOutcome:
     """Train and log every run of ``grid`` not yet FINISHED in the experiment, on ``workers`` processes.
 
     ``tracking=False`` trains the same way and keeps nothing (no MLflow, no artifact files, no
     records sent by the workers): ``python -m vgtrack.bench`` measures what tracking costs with it.
+    ``origin`` says where ``uri`` came from (tracking.uri_origin), for the error if it does not open.
+
+    Raises:
+        UsageError: nobody answers at ``uri``, or its store cannot be opened (nothing was trained).
 
     Example:
         >>> spec = load_spec("sweeps/smoke.yaml")  # doctest: +SKIP
@@ -182,14 +186,14 @@ def run_sweep(
         8
     """
     from vgtrack.pool import WorkerPool
-    from vgtrack.tracking import NullTracker, SweepTracker
+    from vgtrack.tracking import NullTracker, open_tracker
 
     workers = workers or default_workers()
     with tempfile.TemporaryDirectory(prefix="vgtrack-") as folder:
         pool = WorkerPool(workers, spec, folder, tracking)  # the workers import TensorFlow while MLflow opens its store
         try:
             with long_lived():  # MLflow's modules and store, left out of the collections logging sets off
-                tracker = at_lowest_priority(SweepTracker, uri, spec.experiment_name) if tracking else NullTracker()
+                tracker = at_lowest_priority(open_tracker, uri, spec.experiment_name, origin) if tracking else NullTracker()
             return _sweep(spec, grid, tracker, spec_path, progress, workers, pool)
         finally:
             gc.unfreeze()  # what long_lived froze goes back to the collector: a caller's process goes on after the sweep
@@ -251,7 +255,9 @@ def _sweep(spec: SweepSpec, grid: Grid, tracker, spec_path: str, progress: bool,
     return outcome
 
 
-def run_queued(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, storage: str, workers: int, enqueue_only: bool) -> int:
+def run_queued(
+    spec: SweepSpec, grid: Grid, uri: str, spec_path: str, storage: str, workers: int, enqueue_only: bool, origin: str = "tracking URI",
+) -> int:
     """The coordinator of a sweep across machines: enqueue its runs in the shared queue (Optuna RDB
     storage), then run ``workers`` local ``python -m vgtrack.worker`` processes until none is left.
 
@@ -266,7 +272,7 @@ def run_queued(spec: SweepSpec, grid: Grid, uri: str, spec_path: str, storage: s
     from vgtrack.tracking import SweepTracker, check_reachable
     from vgtrack.workqueue import PARENT_ATTR, TRACKING_ATTR, RunQueue
 
-    check_reachable(uri)
+    check_reachable(uri, origin)
     q = spec.queue
     queue = RunQueue.create(storage, spec.name, q.heartbeat, q.grace, q.retries)
     tracker = SweepTracker(uri, spec.experiment_name)
@@ -352,21 +358,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(describe(spec, grid, args.workers or default_workers()))
         return 0
-    from vgtrack.tracking import resolve_uri
+    from vgtrack.tracking import resolve_uri, uri_origin
 
     uri = resolve_uri(args.tracking_uri, spec.tracking.uri)
+    origin = uri_origin(args.tracking_uri, spec.tracking.uri, args.spec)
     if args.enqueue_only and not args.storage:
         print("--enqueue-only: needs --storage URL (the shared queue)", file=sys.stderr)
         return 2
     if args.storage:
         try:
-            return run_queued(spec, grid, uri, args.spec, args.storage, args.workers or default_workers(), args.enqueue_only)
+            return run_queued(spec, grid, uri, args.spec, args.storage, args.workers or default_workers(), args.enqueue_only, origin)
         except UsageError as exc:
             print(exc, file=sys.stderr)
             return 2
     started = time.monotonic()
     try:
-        outcome = run_sweep(spec, grid, uri, args.spec, progress=not args.no_progress, workers=args.workers)
+        outcome = run_sweep(spec, grid, uri, args.spec, progress=not args.no_progress, workers=args.workers, origin=origin)
+    except UsageError as exc:  # the tracking store: it is opened while the workers start
+        print(exc, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # before the sweep's own handler was in place (start-up): nothing is RUNNING yet
         print(f"{spec.name}: interrupted while starting", file=sys.stderr)
         return 130

@@ -31,6 +31,22 @@ def resolve_uri(cli_uri: str | None, spec_uri: str | None) -> str:
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or DEFAULT_URI
 
 
+def uri_origin(cli_uri: str | None, spec_uri: str | None, spec_path: str | None = None) -> str:
+    """Where :func:`resolve_uri` took its URI from, as an error about the URI names it.
+
+    Example:
+        >>> uri_origin(None, "http://mlflow:5000", "sweeps/depth.yaml")  # doctest: +SKIP (MLFLOW_TRACKING_URI unset)
+        'sweeps/depth.yaml: tracking.uri'
+    """
+    if cli_uri:
+        return "--tracking-uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "MLFLOW_TRACKING_URI"
+    if spec_uri:
+        return f"{spec_path}: tracking.uri" if spec_path else "the sweep file's tracking.uri"
+    return "tracking URI"
+
+
 def _sqlite_file(uri: str) -> Path | None:
     # sqlite:///rel/path.db and sqlite:////abs/path.db: the path is what follows the third slash.
     if not uri.startswith("sqlite:///"):
@@ -75,29 +91,61 @@ def open_client(uri: str):
     return client
 
 
-def check_reachable(uri: str) -> None:
+def check_reachable(uri: str, origin: str = "--tracking-uri") -> None:
     """Fail fast, in one line, on a tracking URI nobody answers (MLflow's client would retry for minutes).
+
+    ``origin`` is where the URI came from (:func:`uri_origin`); the error starts with it.
 
     Raises:
         UsageError: an http(s) URI whose ``/health`` does not answer OK, or a store that cannot be opened.
     """
+    check_server(uri, origin)
+    if not uri.startswith(("http://", "https://")):
+        try:
+            open_client(uri)
+        except Exception as exc:
+            raise _unopenable(uri, origin, exc) from None
+
+
+def check_server(uri: str, origin: str = "--tracking-uri") -> None:
+    """For an http(s) URI, that an MLflow server answers its ``/health``; other URIs pass.
+
+    Raises:
+        UsageError: nobody answers, or not OK.
+    """
     from vgtrack.errors import UsageError
 
-    if uri.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            answer = requests.get(uri.rstrip("/") + "/health", timeout=10)
-        except requests.RequestException as exc:
-            raise UsageError(f"--tracking-uri {uri}: no MLflow server answers ({type(exc).__name__})") from None
-        if answer.status_code != 200:
-            raise UsageError(f"--tracking-uri {uri}: not an MLflow server (GET /health answered {answer.status_code})")
+    if not uri.startswith(("http://", "https://")):
         return
+    import requests
+
     try:
-        open_client(uri)
+        answer = requests.get(uri.rstrip("/") + "/health", timeout=10)
+    except requests.RequestException as exc:
+        raise UsageError(f"{origin} {uri}: no MLflow server answers ({type(exc).__name__})") from None
+    if answer.status_code != 200:
+        raise UsageError(f"{origin} {uri}: not an MLflow server (GET /health answered {answer.status_code})")
+
+
+def _unopenable(uri: str, origin: str, exc: Exception):
+    from vgtrack.errors import UsageError
+
+    text = " ".join(str(exc).split())[:200]
+    return UsageError(f"{origin} {uri}: cannot open the tracking store: {type(exc).__name__}: {text}")
+
+
+def open_tracker(uri: str, experiment: str, origin: str = "--tracking-uri") -> SweepTracker:
+    """A :class:`SweepTracker` on ``uri``, or the one-line error :func:`check_reachable` would give,
+    without opening the store twice.
+
+    Raises:
+        UsageError: nobody answers at ``uri``, or its store cannot be opened.
+    """
+    check_server(uri, origin)
+    try:
+        return SweepTracker(uri, experiment)
     except Exception as exc:
-        text = " ".join(str(exc).split())[:200]
-        raise UsageError(f"--tracking-uri {uri}: cannot open the tracking store: {type(exc).__name__}: {text}") from None
+        raise _unopenable(uri, origin, exc) from None
 
 
 def _now_ms() -> int:
