@@ -123,6 +123,16 @@ def test_a_tracking_server_nobody_answers_is_one_line(tmp_path, monkeypatch, cap
     assert not (tmp_path / "x").exists()
 
 
+def test_a_depth_the_sweep_lacks_or_an_out_folder_that_cannot_be_made_is_one_line(swept, tmp_path, capsys):
+    spec, store, _ = swept
+    assert main([str(spec), "--tracking-uri", store, "--depth", "7", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == "--depth: expected a depth the sweep's finished runs have (1, 2, 3), got 7\n"
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "file").write_text("")
+    assert main([str(spec), "--tracking-uri", store, "--out", str(tmp_path / "file" / "x")]) == 2
+    assert capsys.readouterr().err == f"--out {tmp_path / 'file' / 'x'}: cannot create the folder: Not a directory\n"
+
+
 def test_report_is_logged_on_the_parent_run(swept):
     from mlflow.tracking import MlflowClient
 

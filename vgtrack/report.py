@@ -155,8 +155,15 @@ def load_histories(client, run_ids) -> dict:
 
 
 def pick_depth(runs, requested: int | None) -> int:
-    """The depth the gradient profile shows: the one asked for, else the deepest every configuration has."""
+    """The depth the gradient profile shows: the one asked for, else the deepest every configuration has.
+
+    Raises:
+        ReportError: no finished run has the requested depth.
+    """
     if requested is not None:
+        depths = sorted(int(d) for d in runs["depth"].dropna().unique())
+        if requested not in depths:
+            raise ReportError(f"--depth: expected a depth the sweep's finished runs have ({', '.join(map(str, depths))}), got {requested}")
         return requested
     common = set.intersection(*(set(part["depth"].dropna()) for _, part in runs.groupby("config")))
     return int(max(common)) if common else int(runs["depth"].max())
@@ -183,12 +190,15 @@ def write_report(client, sweep: SweepRuns, out: Path, depth: int | None = None, 
     from vgtrack.data import load_dataset
     from vgtrack.spec import DataSpec
 
-    out.mkdir(parents=True, exist_ok=True)
     runs = sweep.runs
+    depth = pick_depth(runs, depth)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
     chance = float(runs["chance"].dropna().iloc[0]) if runs["chance"].notna().any() else 0.5
     summary = summary_frame(runs)
     failures = failure_depths(summary, chance)
-    depth = pick_depth(runs, depth)
     chosen = selected_runs(runs, depth)
     histories = load_histories(client, chosen["run_id"])
     data = load_dataset(data_spec or DataSpec())
