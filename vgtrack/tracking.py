@@ -31,7 +31,7 @@ def resolve_uri(cli_uri: str | None, spec_uri: str | None) -> str:
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or DEFAULT_URI
 
 
-def uri_origin(cli_uri: str | None, spec_uri: str | None, spec_path: str | None = None) -> str:
+def uri_origin(cli_uri: str | None, spec_uri: str | None, spec_path: str) -> str:
     """Where :func:`resolve_uri` took its URI from, as an error about the URI names it.
 
     Example:
@@ -43,7 +43,7 @@ def uri_origin(cli_uri: str | None, spec_uri: str | None, spec_path: str | None 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return "MLFLOW_TRACKING_URI"
     if spec_uri:
-        return f"{spec_path}: tracking.uri" if spec_path else "the sweep file's tracking.uri"
+        return f"{spec_path}: tracking.uri"
     return "tracking URI"
 
 

@@ -117,15 +117,14 @@ class Worker:
 
     def __init__(self, queue: RunQueue, tracking_uri: str | None, stop: StopFlag) -> None:
         """Raises UsageError: the tracking URI (``--tracking-uri``, else the coordinator's) does not answer."""
-        from vgtrack.tracking import SweepTracker, check_reachable, resolve_uri, uri_origin
+        from vgtrack.tracking import open_tracker, resolve_uri, uri_origin
 
         self.queue, self.stop = queue, stop
         self._load_spec()
         attrs = queue.attrs
         queued_uri = attrs.get(TRACKING_ATTR) or self.spec.tracking.uri  # the coordinator's, kept in the queue
         self.uri = resolve_uri(tracking_uri, queued_uri)
-        check_reachable(self.uri, uri_origin(tracking_uri, queued_uri, f"study {queue.name}"))
-        self.tracker = SweepTracker(self.uri, self.spec.experiment_name)
+        self.tracker = open_tracker(self.uri, self.spec.experiment_name, uri_origin(tracking_uri, queued_uri, f"study {queue.name}"))
         self.tracker.attach(attrs.get(PARENT_ATTR))
         self.heartbeat = attrs["heartbeat"]
         self.trained = 0
