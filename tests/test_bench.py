@@ -50,4 +50,4 @@ def test_the_benchmark_prints_its_table():
     assert table["runs"] == "2 x 3 epochs"
     assert set(ROWS) <= set(table)
     assert float(table["baseline: model.fit, s/run"]) > 0 and table["ratio baseline/vgtrack"].endswith("x")
-    assert "mean of 1" in table["vgtrack (2 workers), s/run"]
+    assert "median of 1" in table["vgtrack (2 workers), s/run"]

@@ -9,6 +9,10 @@ Both train the same slice of cells in one invocation:
   the disk cache); and, alternating with it, the same path with tracking off (nothing kept), which
   measures tracking's share of the wall time.
 
+The machine's speed drifts from pass to pass by more than tracking costs (a pass without tracking
+has taken 8.5 s and, two passes later, 11.2 s), so vgtrack's numbers are medians over the passes,
+printed with their range.
+
 It prints seconds per run for each, their ratio, vgtrack's time split, tracking's share of the
 wall time, the peak RSS of a worker and a projection of ``sweeps/full.yaml``'s wall time on this
 machine.
@@ -22,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, median
 
 from vgtrack.grid import Cell, expand
 from vgtrack.spec import SweepSpec, load_spec, parse_spec
@@ -185,6 +189,10 @@ def parse_slice(args: argparse.Namespace) -> SweepSpec:
         raise UsageError(f"{flag}: {exc.message}") from None
 
 
+def _span(seconds: list[float]) -> str:
+    return f"{min(seconds):.1f}-{max(seconds):.1f} s"
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
@@ -202,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=default_workers(), help="vgtrack worker processes (default: the cores)")
     parser.add_argument("--baseline-runs", type=int, default=None, metavar="N",
                         help="time only the first N baseline runs (default: all; the per-run mean is what is compared)")
-    parser.add_argument("--repeats", type=int, default=3, metavar="R",
-                        help="vgtrack passes with tracking and without, alternating (default 3 each; means are reported)")
+    parser.add_argument("--repeats", type=int, default=5, metavar="R",
+                        help="vgtrack passes with tracking and without, alternating (default 5 each; medians are reported)")
     args = parser.parse_args(argv)
     from vgtrack.errors import UsageError
 
@@ -230,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     share = statistics_share(spec, args.workers)
 
     tracked = passes[True]
-    wall, wall_off = fmean(w for w, _ in tracked), fmean(w for w, _ in passes[False])
-    training = fmean(o.training_seconds for _, o in tracked)
-    mlflow, files = fmean(o.tracking_seconds for _, o in tracked), fmean(o.artifact_seconds for _, o in tracked)
+    walls, walls_off = [w for w, _ in tracked], [w for w, _ in passes[False]]
+    wall, wall_off = median(walls), median(walls_off)
+    training = median(o.training_seconds for _, o in tracked)
+    mlflow, files = median(o.tracking_seconds for _, o in tracked), median(o.artifact_seconds for _, o in tracked)
     tracking = mlflow + files
     stats = training * share
     busy = training + tracking
@@ -242,12 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("runs", f"{n} x {args.epochs} epochs" + (f" (baseline timed on {len(baseline)})" if len(baseline) < n else "")),
         ("baseline: model.fit, s/run", f"{per_base:.2f}"),
-        (f"vgtrack ({args.workers} workers), s/run", f"{per_vg:.3f} (wall {wall:.1f} s, mean of {len(tracked)})"),
+        (f"vgtrack ({args.workers} workers), s/run", f"{per_vg:.3f} (wall {wall:.1f} s, median of {len(tracked)}: {_span(walls)})"),
         ("ratio baseline/vgtrack", f"{per_base / per_vg:.0f}x"),
         ("vgtrack CPU time: training", f"{training - stats:.1f} s ({(training - stats) / busy:.0%})"),
         ("vgtrack CPU time: statistics", f"{stats:.1f} s ({stats / busy:.0%})"),
         ("vgtrack CPU time: tracking", f"{tracking:.1f} s ({tracking / busy:.0%}): MLflow {mlflow:.1f} s, artifact files {files:.1f} s"),
-        ("tracking's share of the wall time", f"{(wall - wall_off) / wall:.0%}: {wall:.1f} s with it, {wall_off:.1f} s without"),
+        ("tracking's share of the wall time", f"{(wall - wall_off) / wall:.0%}: {wall:.1f} s with it, {wall_off:.1f} s without ({_span(walls_off)})"),
         ("peak RSS per worker", f"{max(o.worker_peak_rss_mb for _, o in tracked):.0f} MB"),
         ("projected sweeps/full.yaml", f"{projected / 60:.0f} min (1,200 runs x 500 epochs, {args.workers} workers)"),
     ]
