@@ -155,6 +155,17 @@ def test_a_tracking_store_that_cannot_open_is_one_line(write_spec, capsys):
     assert not any("Traceback" in line for line in lines)
 
 
+@pytest.mark.parametrize("storage", ["not a url", "bogus://x"])
+def test_a_bad_storage_fails_before_the_tracking_store_is_made(storage, write_spec, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default tracking store would be ./mlruns/mlflow.db
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = write_spec(tiny_spec())
+    assert main([str(path), "--no-progress", "--storage", storage]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"--storage {storage}: "), lines
+    assert not (tmp_path / "mlruns").exists()
+
+
 def test_failed_run_is_recorded_and_the_sweep_goes_on(write_spec, store):
     # depth 3 relu + N(0, 1) at lr 1e12 diverges to NaN; the other cell trains normally
     spec = tiny_spec(grid={"depth": 3, "activation": ["relu", "tanh"], "initializer": "normal"}, optimizers={"sgd": {"learning_rate": 1e12}})

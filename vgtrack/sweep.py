@@ -265,13 +265,15 @@ def run_queued(
     not enqueued again. Returns the exit status.
 
     Raises:
-        UsageError: ``uri`` or ``storage`` cannot be reached (nothing was enqueued).
+        UsageError: ``storage`` or ``uri`` cannot be reached (nothing was enqueued; a bad ``storage``
+            is found before the tracking store is opened, which for sqlite would create it).
     """
     import subprocess
 
     from vgtrack.tracking import SweepTracker, check_reachable
     from vgtrack.workqueue import PARENT_ATTR, TRACKING_ATTR, RunQueue
 
+    RunQueue.check(storage)
     check_reachable(uri, origin)
     q = spec.queue
     queue = RunQueue.create(storage, spec.name, q.heartbeat, q.grace, q.retries)

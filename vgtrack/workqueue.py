@@ -109,6 +109,16 @@ class RunQueue:
             raise UsageError(f"--storage {_display(url)}: cannot open the database: {_reason(exc)}") from None
 
     @classmethod
+    def check(cls, url: str) -> None:
+        """That ``url`` opens as a queue's storage, without creating a study: the coordinator asks
+        before it makes anything else (the tracking store, say).
+
+        Raises:
+            UsageError: as :meth:`create`.
+        """
+        cls._storage(url, None, None, None).engine.dispose()
+
+    @classmethod
     def create(cls, url: str, name: str, heartbeat: int, grace: int, retries: int, patience: float = 120.0) -> RunQueue:
         """The coordinator's side: create the study (or join it) with these fault settings.
 
