@@ -270,14 +270,13 @@ def run_queued(
     """
     import subprocess
 
-    from vgtrack.tracking import SweepTracker, check_reachable
+    from vgtrack.tracking import open_tracker
     from vgtrack.workqueue import PARENT_ATTR, TRACKING_ATTR, RunQueue
 
     RunQueue.check(storage)
-    check_reachable(uri, origin)
+    tracker = open_tracker(uri, spec.experiment_name, origin)
     q = spec.queue
     queue = RunQueue.create(storage, spec.name, q.heartbeat, q.grace, q.retries)
-    tracker = SweepTracker(uri, spec.experiment_name)
     finished = tracker.finished_keys()
     text = Path(spec_path).read_text(encoding="utf-8")
     added = queue.enqueue(text, spec_path, [(run.key, run_params(spec, run)) for run in grid], skip=finished)

@@ -91,22 +91,6 @@ def open_client(uri: str):
     return client
 
 
-def check_reachable(uri: str, origin: str = "--tracking-uri") -> None:
-    """Fail fast, in one line, on a tracking URI nobody answers (MLflow's client would retry for minutes).
-
-    ``origin`` is where the URI came from (:func:`uri_origin`); the error starts with it.
-
-    Raises:
-        UsageError: an http(s) URI whose ``/health`` does not answer OK, or a store that cannot be opened.
-    """
-    check_server(uri, origin)
-    if not uri.startswith(("http://", "https://")):
-        try:
-            open_client(uri)
-        except Exception as exc:
-            raise _unopenable(uri, origin, exc) from None
-
-
 def check_server(uri: str, origin: str = "--tracking-uri") -> None:
     """For an http(s) URI, that an MLflow server answers its ``/health``; other URIs pass.
 
@@ -127,25 +111,22 @@ def check_server(uri: str, origin: str = "--tracking-uri") -> None:
         raise UsageError(f"{origin} {uri}: not an MLflow server (GET /health answered {answer.status_code})")
 
 
-def _unopenable(uri: str, origin: str, exc: Exception):
-    from vgtrack.errors import UsageError
-
-    text = " ".join(str(exc).split())[:200]
-    return UsageError(f"{origin} {uri}: cannot open the tracking store: {type(exc).__name__}: {text}")
-
-
 def open_tracker(uri: str, experiment: str, origin: str = "--tracking-uri") -> SweepTracker:
-    """A :class:`SweepTracker` on ``uri``, or the one-line error :func:`check_reachable` would give,
-    without opening the store twice.
+    """A :class:`SweepTracker` on ``uri``, failing fast and in one line where MLflow's client would
+    retry for minutes or raise a traceback. ``origin`` is where the URI came from (:func:`uri_origin`);
+    the error starts with it.
 
     Raises:
-        UsageError: nobody answers at ``uri``, or its store cannot be opened.
+        UsageError: an http(s) URI whose ``/health`` does not answer OK, or a store that cannot be opened.
     """
+    from vgtrack.errors import UsageError
+
     check_server(uri, origin)
     try:
         return SweepTracker(uri, experiment)
     except Exception as exc:
-        raise _unopenable(uri, origin, exc) from None
+        text = " ".join(str(exc).split())[:200]
+        raise UsageError(f"{origin} {uri}: cannot open the tracking store: {type(exc).__name__}: {text}") from None
 
 
 def _now_ms() -> int:
