@@ -48,9 +48,9 @@ def test_the_pieces_drawn_apart_add_up_to_the_whole_figure(tmp_path):
     figures = RunFigures()
     for layers, epochs, seed in ((3, 40, 1), (21, 300, 2), (6, 300, 3), (3, 40, 4)):
         figures.write(_columns(layers, epochs, seed), tmp_path)
-        for panel, drawn in ((figures._accuracy, 2), (figures._gradients, layers)):
+        for panel, curves in ((figures._accuracy, figures._accuracy.lines[:2]), (figures._gradients, [figures._gradients.curves])):
             blitted = np.array(panel.canvas.buffer_rgba())
-            shown = [panel.ax.yaxis, *panel.lines[:drawn]]  # lines past `drawn` hold an earlier, deeper run
+            shown = [panel.ax.yaxis, *curves]
             for artist in shown:
                 artist.set_animated(False)
             panel.canvas.draw()
