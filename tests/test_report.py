@@ -157,6 +157,7 @@ def test_mlflow_ui_serves_the_runs_and_the_readme_filters(swept):
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runners: vgtrack submits no jobs
     )
     base = f"http://127.0.0.1:{port}"
     try:
