@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_spec
+from conftest import MLFLOW_SERVER_ENV, ROOT, tiny_spec
 
 PG = {"host": os.environ.get("PGHOST", "127.0.0.1"), "port": os.environ.get("PGPORT", "5432"), "user": os.environ.get("PGUSER", "root")}
 FAST_FAULTS = {"heartbeat": 1, "grace": 4, "retries": 1}
@@ -25,9 +25,6 @@ FAST_FAULTS = {"heartbeat": 1, "grace": 4, "retries": 1}
 # that long (three workers, the coordinator, an MLflow server and PostgreSQL on two cores) makes
 # the queue retry a run whose worker is alive, and the test sees a stray attempt.
 NO_FAULTS = {"heartbeat": 1, "grace": 60, "retries": 1}
-# As the README and docker-compose.yml run the server: without MLflow's job runners (eleven Huey
-# consumer processes for GenAI jobs vgtrack never submits), which took a core's share in CI.
-SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def _admin():
@@ -75,7 +72,7 @@ def mlflow_server(databases, tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", databases[1], "--serve-artifacts",
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **SERVER_ENV},
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **MLFLOW_SERVER_ENV},
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -19,7 +19,7 @@ import pytest
 from vgtrack.report import main, summary_frame
 from vgtrack.sweep import main as sweep_main
 
-from conftest import ROOT, tiny_spec
+from conftest import MLFLOW_SERVER_ENV, ROOT, tiny_spec
 
 SPEC = tiny_spec(
     name="rep", grid={"depth": [1, 2, 3], "width": [3, 4], "activation": "tanh", "initializer": "uniform"},
@@ -157,7 +157,7 @@ def test_mlflow_ui_serves_the_runs_and_the_readme_filters(swept):
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runners: vgtrack submits no jobs
+        env={**os.environ, **MLFLOW_SERVER_ENV},
     )
     base = f"http://127.0.0.1:{port}"
     try:

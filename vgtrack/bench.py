@@ -51,7 +51,7 @@ def fit_baseline(cell: Cell, seed: int, data, epochs: int, validate: bool = True
 
     ``validate=False`` trains the same way without the per-epoch validation pass (it does not
     touch the weights) and evaluates the test set once at the end: the same final accuracy in
-    about half the time, for tests that need only that.
+    about 40% less time, for tests that need only that.
     """
     import keras
 

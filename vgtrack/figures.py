@@ -98,7 +98,7 @@ class _Panel:
         self.lines: list = []
         self.curves = None  # the LineCollection of draw_curves, once it is used
         self._xlim: tuple[float, float] | None = None
-        self._limits: tuple | None = None  # (xlim, ylim) last set on the axes
+        self._limits: tuple | None = None  # the (*xlim, *ylim) last set on the axes
         self._static = None  # everything but the y axis and the lines, for self._xlim
         self._backgrounds: dict[tuple, object] = {}  # (xlim, ylim) -> the static part with the y axis
         self._background = None  # the one painted for the current run
@@ -109,10 +109,10 @@ class _Panel:
         span = float(epochs[-1] - epochs[0]) or 1.0
         xlim = (float(epochs[0]) - 0.05 * span, float(epochs[-1]) + 0.05 * span)
         key = (*xlim, *ylim)
-        if (xlim, ylim) != self._limits:  # setting a limit costs about a millisecond, even an unchanged one
+        if key != self._limits:  # setting a limit costs about a millisecond, even an unchanged one
             self.ax.set_xlim(*xlim)
             self.ax.set_ylim(*ylim)
-            self._limits = (xlim, ylim)
+            self._limits = key
         if key not in self._backgrounds:
             if len(self._backgrounds) >= BACKGROUNDS:
                 self._backgrounds.pop(next(iter(self._backgrounds)))
