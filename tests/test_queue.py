@@ -157,6 +157,7 @@ def _one_finished_per_key(runs, expected: int) -> list:
     return finished
 
 
+@pytest.mark.slow
 def test_queued_sweep_runs_each_run_once_across_three_workers_and_rerun_enqueues_nothing(cluster):
     storage, uri, write = cluster
     spec = tiny_spec(name="q-three", grid={"depth": [1, 2, 3], "width": [3, 4], "activation": ["tanh", "relu"]}, seeds=2, queue=NO_FAULTS)
@@ -213,6 +214,7 @@ def _one_worker_mid_run(cluster, name: str):
     return storage, uri, worker, _wait_for_training(uri, name, [worker])
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_run_is_retried_once_and_its_attempt_ends_killed(cluster):
     storage, uri, victim_worker, victim = _one_worker_mid_run(cluster, "q-kill")
     rescuers = [_worker(storage, "q-kill", uri) for _ in range(2)]  # one takes the other run, one waits out the grace
@@ -233,6 +235,7 @@ def test_sigkilled_worker_run_is_retried_once_and_its_attempt_ends_killed(cluste
     assert states == ["COMPLETE", "COMPLETE", "FAIL"]
 
 
+@pytest.mark.slow
 def test_paused_worker_that_resumes_after_its_run_was_retried_does_not_finish_it_twice(cluster):
     storage, uri, sleeper, paused = _one_worker_mid_run(cluster, "q-pause")
     sleeper.send_signal(signal.SIGSTOP)

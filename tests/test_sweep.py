@@ -262,6 +262,7 @@ def test_interrupt_marks_the_run_killed_and_rerun_finishes(write_spec, store, si
     assert len(client.get_metric_history(victim.info.run_id, "train_loss")) > 0  # what was logged is kept
 
 
+@pytest.mark.slow
 def test_sigkilled_sweep_is_reaped_and_rerun(write_spec, store, capsys):
     path = write_spec(tiny_spec(train={"epochs": LONG_EPOCHS, "batch_size": 32}))
     proc = _start_sweep(path, store)
@@ -286,6 +287,7 @@ def test_sigkilled_sweep_is_reaped_and_rerun(write_spec, store, capsys):
     assert sorted(p.info.status for p in _parents(store)) == ["FINISHED", "KILLED"]
 
 
+@pytest.mark.slow
 def test_workers_leave_when_the_sweep_process_is_killed(write_spec, store):
     # Every epoch goes to MLflow: the workers' messages are larger than a pipe holds, so a worker
     # that waited to flush them into a pipe nobody reads would never exit.
