@@ -118,6 +118,16 @@ def _worker(storage, study, uri):
     )
 
 
+def _exit_ok(procs, timeout: float) -> list[str]:
+    """Wait for each of ``procs`` to exit with status 0; their stderr, in order."""
+    errs = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err
+        errs.append(err)
+    return errs
+
+
 def _runs(uri: str, experiment: str):
     from mlflow.tracking import MlflowClient
 
@@ -177,9 +187,7 @@ def test_queued_sweep_runs_each_run_once_across_three_workers_and_rerun_enqueues
     _, err = coordinator.communicate(timeout=300)
     assert coordinator.returncode == 0, err
     assert "0 enqueued now" in err
-    for proc in joined:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    for err in _exit_ok(joined, timeout=300):
         assert "no run left" in err
     _, runs = _runs(uri, "q-three")
     finished = _one_finished_per_key(runs, 24)
@@ -220,9 +228,7 @@ def test_sigkilled_worker_run_is_retried_once_and_its_attempt_ends_killed(cluste
     rescuers = [_worker(storage, "q-kill", uri) for _ in range(2)]  # one takes the other run, one waits out the grace
     victim_worker.kill()
     victim_worker.wait(timeout=30)
-    for rescuer in rescuers:
-        _, err = rescuer.communicate(timeout=600)
-        assert rescuer.returncode == 0, err
+    _exit_ok(rescuers, timeout=600)
     client, runs = _runs(uri, "q-kill")
     finished = _one_finished_per_key(runs, 2)
     killed = client.get_run(victim.info.run_id)
@@ -241,9 +247,7 @@ def test_paused_worker_that_resumes_after_its_run_was_retried_does_not_finish_it
     sleeper.send_signal(signal.SIGSTOP)
     rescuers = [_worker(storage, "q-pause", uri) for _ in range(2)]
     try:
-        for rescuer in rescuers:  # one trains the other run, one retries the paused run after the grace period
-            _, err = rescuer.communicate(timeout=600)
-            assert rescuer.returncode == 0, err
+        _exit_ok(rescuers, timeout=600)  # one trains the other run, one retries the paused run after the grace period
     finally:
         sleeper.send_signal(signal.SIGCONT)
     _, err = sleeper.communicate(timeout=300)
