@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -255,6 +256,35 @@ def test_paused_worker_that_resumes_after_its_run_was_retried_does_not_finish_it
     client, runs = _runs(uri, "q-pause")
     _one_finished_per_key(runs, 2)
     assert client.get_run(paused.info.run_id).info.status == "KILLED"
+
+
+def test_workers_ending_the_same_dead_runs_at_once_all_succeed(cluster):
+    # Every worker reaps before it claims: after a worker dies, several may end its runs at the same
+    # moment, and MLflow's set_tag (a read, then an insert) lets all but the first fail on the key.
+    from vgtrack.tracking import SweepTracker
+
+    _, uri, _ = cluster
+    reapers = [SweepTracker(uri, "q-reap-race") for _ in range(4)]
+    run_ids = [reapers[0].client.create_run(reapers[0].experiment_id, tags={"role": "run"}).info.run_id for _ in range(30)]
+    start, errors = threading.Barrier(len(reapers)), []
+
+    def reap(tracker) -> None:
+        start.wait()
+        try:
+            for run_id in run_ids:
+                tracker.end_run(run_id, "KILLED", "its worker stopped sending heartbeats; the run was retried")
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reap, args=(tracker,)) for tracker in reapers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    _, runs = _runs(uri, "q-reap-race")
+    assert sorted(r.info.run_id for r in runs) == sorted(run_ids)
+    assert {(r.info.status, r.data.tags["end_reason"]) for r in runs} == {("KILLED", "its worker stopped sending heartbeats; the run was retried")}
 
 
 def test_sigterm_stops_a_worker_within_seconds_its_run_killed_and_handed_back(cluster):

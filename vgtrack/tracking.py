@@ -205,9 +205,18 @@ class SweepTracker:
         return self._search(f"attributes.status = '{status}' and tags.role = 'run' and tags.study = '{study}'")
 
     def end_run(self, run_id: str, status: str, reason: str) -> None:
-        """End someone else's run (its worker died): FINISHED, KILLED or FAILED, with why."""
+        """End someone else's run (its worker died): FINISHED, KILLED or FAILED, with why.
+
+        Several workers may reap the same run at once: MLflow's ``set_tag`` reads, then inserts, and
+        all but the first insert fail on the tag's key. A reaper whose tag is then found written
+        by another goes on to end the run as it would have (the same queue state, the same end).
+        """
         key = "failure_reason" if status == "FAILED" else "end_reason"
-        self.client.set_tag(run_id, key, reason[:REASON_CHARS])
+        try:
+            self.client.set_tag(run_id, key, reason[:REASON_CHARS])
+        except Exception:
+            if key not in self.client.get_run(run_id).data.tags:
+                raise
         self.client.set_terminated(run_id, status)
 
     def _owner_tags(self) -> dict[str, str]:
