@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -108,8 +109,46 @@ def test_unknown_and_partial_sweeps(swept, tmp_path, capsys):
     bigger = tmp_path / "rep.yaml"
     bigger.write_text(yaml.safe_dump({**SPEC, "seeds": 3}, sort_keys=False))
     assert main([str(bigger), "--tracking-uri", store, "--out", str(tmp_path / "partial")]) == 0
-    assert "12 runs not finished yet" in capsys.readouterr().err
-    assert "12 of 36 runs not finished yet" in (tmp_path / "partial" / "report.md").read_text()
+    assert capsys.readouterr().err.endswith("report.html; 12 of 36 runs not finished: 12 not run yet\n")
+    assert "24 finished runs. 12 of 36 runs not finished: 12 not run yet (reported on what has finished)." in (
+        tmp_path / "partial" / "report.md"
+    ).read_text()
+    assert "Failed runs" not in (tmp_path / "partial" / "report.md").read_text()
+
+
+def test_failed_runs_are_told_apart_from_runs_not_run_yet(swept, tmp_path, capsys):
+    """A run that FAILED is listed with its reason; one that failed and then FINISHED is not missing."""
+    import sqlite3
+
+    import yaml
+
+    from vgtrack.grid import expand
+    from vgtrack.spec import load_spec
+    from vgtrack.tracking import SweepTracker
+
+    spec, store, out = swept
+    copy = tmp_path / "mlflow.db"  # the module's store stays as the other tests expect it
+    with closing(sqlite3.connect(store[len("sqlite:///"):])) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    uri = f"sqlite:///{copy}"
+    bigger = tmp_path / "rep.yaml"
+    bigger.write_text(yaml.safe_dump({**SPEC, "seeds": 3}, sort_keys=False))
+    finished = set(pd.read_csv(out / "runs.csv")["run_key"])
+    runs = list(expand(load_spec(bigger)))
+    never_finished = next(run for run in runs if run.key not in finished)
+    finished_later = next(run for run in runs if run.key in finished)
+    tracker = SweepTracker(uri, "rep")
+    tracker.start_run(never_finished, "rep", {}).fail("train loss became nan at epoch 3")
+    tracker.start_run(finished_later, "rep", {}).fail("train loss became inf at epoch 1")
+
+    assert main([str(bigger), "--tracking-uri", uri, "--out", str(tmp_path / "failed")]) == 0
+    assert capsys.readouterr().err.endswith("report.html; 12 of 36 runs not finished: 1 failed, 11 not run yet\n")
+    report = (tmp_path / "failed" / "report.md").read_text()
+    assert "12 of 36 runs not finished: 1 failed, 11 not run yet" in report
+    failed_table = report.split("## Failed runs", 1)[1].split("##", 1)[0]
+    assert never_finished.name in failed_table and "train loss became nan at epoch 3" in failed_table
+    assert finished_later.name not in failed_table and "inf" not in failed_table
+    assert "Failed runs" in (tmp_path / "failed" / "report.html").read_text()
 
 
 def test_a_tracking_server_nobody_answers_is_one_line(tmp_path, monkeypatch, capsys):

@@ -37,6 +37,22 @@ class SweepRuns:
     runs: object  # DataFrame: one row per FINISHED run
     expected: int | None  # runs the sweep file asks for, when known
     parent_run_id: str | None
+    failed: object = None  # DataFrame: one row per run that FAILED and has not FINISHED since (failed_frame)
+
+    def unfinished(self) -> str:
+        """What is missing from the report, in words: "" when nothing is, else e.g.
+        "12 of 36 runs not finished: 1 failed, 11 not run yet"."""
+        failed = 0 if self.failed is None else len(self.failed)
+        if self.expected is None or self.expected <= len(self.runs):
+            return f"{_count(failed, 'run')} failed" if failed else ""
+        missing = self.expected - len(self.runs)
+        failed = min(failed, missing)
+        parts = ([f"{failed} failed"] if failed else []) + ([f"{missing - failed} not run yet"] if missing > failed else [])
+        return f"{missing} of {_count(self.expected, 'run')} not finished: {', '.join(parts)}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def runs_frame(client, experiment_id: str):
@@ -69,6 +85,29 @@ def runs_frame(client, experiment_id: str):
     for p in ("learning_rate", "momentum"):
         frame[p] = pd.to_numeric(frame[p], errors="coerce")
     return frame.sort_values(["config", "width", "depth", "seed"]).reset_index(drop=True)
+
+
+def failed_frame(client, experiment_id: str, finished_keys: set[str]):
+    """One row per run key whose runs FAILED and none FINISHED (a run that failed, then finished on
+    a later sweep, is not missing): its latest failed run's name, config and ``failure_reason``."""
+    import pandas as pd
+
+    rows, seen, token = [], set(finished_keys), None
+    while True:
+        page = client.search_runs(
+            [experiment_id], "tags.role = 'run' and attributes.status = 'FAILED'",
+            max_results=5000, order_by=["attributes.start_time DESC"], page_token=token,
+        )
+        for run in page:
+            key = run.data.tags.get("run_key", run.info.run_id)
+            if key not in seen:
+                seen.add(key)
+                rows.append({"run": run.info.run_name, "config": run.data.tags.get("config", ""),
+                             "failure_reason": run.data.tags.get("failure_reason", ""), "run_id": run.info.run_id})
+        token = page.token
+        if not token:
+            break
+    return pd.DataFrame(rows, columns=["run", "config", "failure_reason", "run_id"]).sort_values("run").reset_index(drop=True)
 
 
 def summary_frame(runs):
@@ -139,7 +178,8 @@ def load_sweep(target: str, uri: str | None) -> tuple[object, SweepRuns]:
     parent = parents[0] if parents else None
     if expected is None and parent is not None and "n_runs" in parent.data.params:
         expected = int(parent.data.params["n_runs"])
-    return client, SweepRuns(name, runs, expected, parent.info.run_id if parent else None)
+    failed = failed_frame(client, experiment.experiment_id, set(runs["run_key"]))
+    return client, SweepRuns(name, runs, expected, parent.info.run_id if parent else None, failed)
 
 
 def load_histories(client, run_ids) -> dict:
@@ -228,14 +268,18 @@ def write_report(client, sweep: SweepRuns, out: Path, depth: int | None = None, 
     runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     verdicts = runs.groupby(["config", "verdict", "learned"]).size().reset_index(name="runs")
-    missing = "" if not sweep.expected or sweep.expected <= len(runs) else f"{sweep.expected - len(runs)} of {sweep.expected} runs not finished yet (reported on what has finished)."
+    unfinished = sweep.unfinished()
+    missing = f"{unfinished} (reported on what has finished). " if unfinished else ""
     title = f"vgtrack report: {sweep.experiment}"
-    intro = f"{len(runs)} finished runs. {missing} Chance accuracy: {chance:.3f}."
+    intro = f"{_count(len(runs), 'finished run')}. {missing}Chance accuracy: {chance:.3f}."
     tables = [
         ("Depth of failure", "Per configuration: the smallest depth whose seed-mean test accuracy is below chance + 0.1.", failures),
         ("Verdicts", f"Rule: {RULE}", verdicts),
         ("Accuracy by configuration and depth", "Final test accuracy over seeds.", summary),
     ]
+    if sweep.failed is not None and len(sweep.failed):
+        tables.append(("Failed runs", "Runs that ended FAILED and have not finished since, with why (MLflow tag failure_reason).",
+                       sweep.failed[["run", "config", "failure_reason"]]))
     (out / "report.md").write_text(
         f"# {title}\n\n{intro}\n\n"
         + "".join(f"## {name}\n\n{note}\n\n{_markdown(table)}\n\n" for name, note, table in tables)
@@ -285,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     if sweep.parent_run_id is not None:
         for path in files:
             client.log_artifact(sweep.parent_run_id, str(path), "report")
-    missing = f"; {sweep.expected - len(sweep.runs)} runs not finished yet" if sweep.expected and sweep.expected > len(sweep.runs) else ""
-    print(f"{sweep.experiment}: report of {len(sweep.runs)} runs in {out}/report.html{missing}", file=sys.stderr)
+    unfinished = sweep.unfinished()
+    print(f"{sweep.experiment}: report of {_count(len(sweep.runs), 'run')} in {out}/report.html" + (f"; {unfinished}" if unfinished else ""), file=sys.stderr)
     return 0
 
 
