@@ -26,6 +26,7 @@ ROWS = (
     (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
     (["--repeats", "0"], "--repeats: expected an integer >= 1, got 0"),
     (["--baseline-runs", "0"], "--baseline-runs: expected an integer >= 1, got 0"),
+    (["--metric-points", "5"], "--metric-points: expected a value >= 10, got 5"),
 ])
 def test_a_bad_flag_is_one_line_naming_it_and_nothing_runs(flags, error, capsys):
     from vgtrack.bench import main
@@ -39,11 +40,12 @@ def test_a_bad_flag_is_one_line_naming_it_and_nothing_runs(flags, error, capsys)
 def test_the_benchmark_prints_its_table():
     command = [
         sys.executable, "-m", "vgtrack.bench", "--depths", "1,2", "--widths", "3", "--configs", "tanh-uniform",
-        "--seeds", "1", "--epochs", "3", "--workers", "2", "--repeats", "1",
+        "--seeds", "1", "--epochs", "3", "--workers", "2", "--repeats", "1", "--metric-points", "20",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "warm-up pass (not counted)" in done.stderr
+    assert "3 epochs, 20 metric points a run" in done.stderr
     table = dict(
         (cell.strip() for cell in line.strip("|").split("|", 1)) for line in done.stdout.splitlines() if line.startswith("|")
     )

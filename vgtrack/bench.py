@@ -34,8 +34,11 @@ from vgtrack.spec import SweepSpec, load_spec, parse_spec
 FULL = Path(__file__).resolve().parents[1] / "sweeps" / "full.yaml"
 
 
-def slice_spec(depths: list[int], widths: list[int], configs: list[str], seeds: int, epochs: int) -> SweepSpec:
-    """The benchmark slice as a sweep: ``configs`` are ``activation-initializer`` pairs, all with SGD."""
+def slice_spec(
+    depths: list[int], widths: list[int], configs: list[str], seeds: int, epochs: int, metric_points: int | None = None,
+) -> SweepSpec:
+    """The benchmark slice as a sweep: ``configs`` are ``activation-initializer`` pairs, all with SGD;
+    ``metric_points`` as the sweep file's ``tracking.metric_points`` (None: its default)."""
     pairs = [config.split("-", 1) for config in configs]
     return parse_spec({
         "name": "bench",
@@ -43,6 +46,7 @@ def slice_spec(depths: list[int], widths: list[int], configs: list[str], seeds: 
         "include": [{"activation": a, "initializer": i} for a, i in pairs[1:]],
         "seeds": seeds,
         "train": {"epochs": epochs},
+        **({"tracking": {"metric_points": metric_points}} if metric_points is not None else {}),
     }, "<bench>")
 
 
@@ -144,7 +148,10 @@ def project_full(per_run_training: float, per_run_fixed: float, epochs: int, wor
 
 
 # The slice's sweep-file keys, as the flags that set them (a SpecError names the key).
-FLAG_OF_KEY = {"grid.depth": "--depths", "grid.width": "--widths", "grid": "--configs", "include": "--configs", "seeds": "--seeds", "train.epochs": "--epochs"}
+FLAG_OF_KEY = {
+    "grid.depth": "--depths", "grid.width": "--widths", "grid": "--configs", "include": "--configs", "seeds": "--seeds",
+    "train.epochs": "--epochs", "tracking.metric_points": "--metric-points",
+}
 
 
 def _integers(flag: str, text: str) -> list[int]:
@@ -191,7 +198,7 @@ def parse_slice(args: argparse.Namespace) -> SweepSpec:
             raise UsageError(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {value}")
     depths, widths = _integers("--depths", args.depths), _integers("--widths", args.widths)
     try:
-        return slice_spec(depths, widths, _configs(args.configs), args.seeds, args.epochs)
+        return slice_spec(depths, widths, _configs(args.configs), args.seeds, args.epochs, args.metric_points)
     except SpecError as exc:
         flag = next((f for key, f in FLAG_OF_KEY.items() if exc.key == key or exc.key.startswith((key + ".", key + "["))), exc.key)
         raise UsageError(f"{flag}: {exc.message}") from None
@@ -216,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=default_workers(), help="vgtrack worker processes (default: the cores)")
+    parser.add_argument("--metric-points", type=int, default=None, metavar="N",
+                        help="MLflow metric points per run, as tracking.metric_points in a sweep file (default: its default, 150)")
     parser.add_argument("--baseline-runs", type=int, default=None, metavar="N",
                         help="time only the first N baseline runs (default: all; the per-run mean is what is compared)")
     parser.add_argument("--repeats", type=int, default=5, metavar="R",
@@ -230,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n = len(expand(spec))
     print(f"slice: {n} runs ({args.depths} depth x {args.widths} width x {args.configs} x SGD x {args.seeds} seeds), "
-          f"{args.epochs} epochs; vgtrack on {args.workers} workers", file=sys.stderr)
+          f"{args.epochs} epochs, {spec.tracking.metric_points} metric points a run; vgtrack on {args.workers} workers", file=sys.stderr)
     # Not counted: the first pass after an install or a reboot reads every module from disk (and
     # compiles what has no bytecode yet); a user pays that once, not per sweep.
     wall, _ = run_vgtrack_fresh(spec, args.workers, True)
