@@ -37,12 +37,12 @@ class SweepRuns:
     runs: object  # DataFrame: one row per FINISHED run
     expected: int | None  # runs the sweep file asks for, when known
     parent_run_id: str | None
-    failed: object = None  # DataFrame: one row per run that FAILED and has not FINISHED since (failed_frame)
+    failed: object  # DataFrame: one row per run that FAILED and has not FINISHED since (failed_frame)
 
     def unfinished(self) -> str:
         """What is missing from the report, in words: "" when nothing is, else e.g.
         "12 of 36 runs not finished: 1 failed, 11 not run yet"."""
-        failed = 0 if self.failed is None else len(self.failed)
+        failed = len(self.failed)
         if self.expected is None or self.expected <= len(self.runs):
             return f"{_count(failed, 'run')} failed" if failed else ""
         missing = self.expected - len(self.runs)
@@ -59,25 +59,22 @@ def runs_frame(client, experiment_id: str):
     """One row per FINISHED run: run id and name, params, final metrics, verdict tags."""
     import pandas as pd
 
-    rows, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], "tags.role = 'run' and attributes.status = 'FINISHED'", max_results=5000, page_token=token)
-        for run in page:
-            row = {"run_id": run.info.run_id, "run": run.info.run_name, "config": run.data.tags.get("config", "")}
-            row |= {p: run.data.params.get(p) for p in PARAMS}
-            row |= {m: run.data.metrics.get(m, np.nan) for m in METRICS}
-            row |= {
-                "verdict": run.data.tags.get("verdict", ""),
-                "learned": run.data.tags.get("learned", ""),
-                "gradient_ratio": float(run.data.tags.get("gradient_ratio", "nan")),
-                "dead_share": float(run.data.tags.get("dead_share", "nan")),
-                "chance": float(run.data.tags.get("chance", "nan")),
-                "run_key": run.data.tags.get("run_key", ""),
-            }
-            rows.append(row)
-        token = page.token
-        if not token:
-            break
+    from vgtrack.tracking import search_all
+
+    rows = []
+    for run in search_all(client, experiment_id, "tags.role = 'run' and attributes.status = 'FINISHED'"):
+        row = {"run_id": run.info.run_id, "run": run.info.run_name, "config": run.data.tags.get("config", "")}
+        row |= {p: run.data.params.get(p) for p in PARAMS}
+        row |= {m: run.data.metrics.get(m, np.nan) for m in METRICS}
+        row |= {
+            "verdict": run.data.tags.get("verdict", ""),
+            "learned": run.data.tags.get("learned", ""),
+            "gradient_ratio": float(run.data.tags.get("gradient_ratio", "nan")),
+            "dead_share": float(run.data.tags.get("dead_share", "nan")),
+            "chance": float(run.data.tags.get("chance", "nan")),
+            "run_key": run.data.tags.get("run_key", ""),
+        }
+        rows.append(row)
     columns = ["run_id", "run", "config", *PARAMS, *METRICS, "verdict", "learned", "gradient_ratio", "dead_share", "chance", "run_key"]
     frame = pd.DataFrame(rows, columns=columns)
     for p in INT_PARAMS:
@@ -92,22 +89,16 @@ def failed_frame(client, experiment_id: str, finished_keys: set[str]):
     a later sweep, is not missing): its latest failed run's name, config and ``failure_reason``."""
     import pandas as pd
 
-    rows, seen, token = [], set(finished_keys), None
-    while True:
-        page = client.search_runs(
-            [experiment_id], "tags.role = 'run' and attributes.status = 'FAILED'",
-            max_results=5000, order_by=["attributes.start_time DESC"], page_token=token,
-        )
-        for run in page:
-            key = run.data.tags.get("run_key", run.info.run_id)
-            if key not in seen:
-                seen.add(key)
-                rows.append({"run": run.info.run_name, "config": run.data.tags.get("config", ""),
-                             "failure_reason": run.data.tags.get("failure_reason", ""), "run_id": run.info.run_id})
-        token = page.token
-        if not token:
-            break
-    return pd.DataFrame(rows, columns=["run", "config", "failure_reason", "run_id"]).sort_values("run").reset_index(drop=True)
+    from vgtrack.tracking import search_all
+
+    rows, seen = [], set(finished_keys)
+    filter_string = "tags.role = 'run' and attributes.status = 'FAILED'"
+    for run in search_all(client, experiment_id, filter_string, order_by=["attributes.start_time DESC"]):
+        key = run.data.tags.get("run_key", run.info.run_id)
+        if key not in seen:
+            seen.add(key)
+            rows.append({"run": run.info.run_name, "config": run.data.tags.get("config", ""), "failure_reason": run.data.tags.get("failure_reason", "")})
+    return pd.DataFrame(rows, columns=["run", "config", "failure_reason"]).sort_values("run").reset_index(drop=True)
 
 
 def summary_frame(runs):
@@ -277,9 +268,8 @@ def write_report(client, sweep: SweepRuns, out: Path, depth: int | None = None, 
         ("Verdicts", f"Rule: {RULE}", verdicts),
         ("Accuracy by configuration and depth", "Final test accuracy over seeds.", summary),
     ]
-    if sweep.failed is not None and len(sweep.failed):
-        tables.append(("Failed runs", "Runs that ended FAILED and have not finished since, with why (MLflow tag failure_reason).",
-                       sweep.failed[["run", "config", "failure_reason"]]))
+    if len(sweep.failed):
+        tables.append(("Failed runs", "Runs that ended FAILED and have not finished since, with why (MLflow tag failure_reason).", sweep.failed))
     (out / "report.md").write_text(
         f"# {title}\n\n{intro}\n\n"
         + "".join(f"## {name}\n\n{note}\n\n{_markdown(table)}\n\n" for name, note, table in tables)

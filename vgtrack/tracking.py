@@ -129,6 +129,17 @@ def open_tracker(uri: str, experiment: str, origin: str = "--tracking-uri") -> S
         raise UsageError(f"{origin} {uri}: cannot open the tracking store: {type(exc).__name__}: {text}") from None
 
 
+def search_all(client, experiment_id: str, filter_string: str, order_by: list[str] | None = None) -> list:
+    """Every run of the experiment that ``filter_string`` matches, page after page (a call returns at most 5,000)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=5000, order_by=order_by, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -173,13 +184,7 @@ class SweepTracker:
         self.parent_id: str | None = None
 
     def _search(self, filter_string: str) -> list:
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string, max_results=5000, page_token=token)
-            runs += list(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_all(self.client, self.experiment_id, filter_string)
 
     def finished_keys(self) -> set[str]:
         """Run keys that already have a FINISHED run in the experiment."""
