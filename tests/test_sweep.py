@@ -38,6 +38,7 @@ def test_sweep_logs_params_metrics_tags_and_artifacts(write_spec, store, capsys)
     assert {r.info.status for r in runs} == {"FINISHED"}
     (parent,) = _parents(store)
     assert parent.info.status == "FINISHED"
+    assert {k: parent.data.tags[k] for k in ("finished", "failed", "skipped")} == {"finished": "4", "failed": "0", "skipped": "0"}
     run = next(r for r in runs if r.info.run_name == "relu-xavier-sgd-d02-w03-s0")
     params = run.data.params
     assert {k: params[k] for k in ("depth", "width", "activation", "initializer", "optimizer", "seed", "epochs", "batch_size")} == {
