@@ -11,7 +11,7 @@ from conftest import ROOT
 
 ROWS = (
     "baseline: model.fit, s/run", "ratio baseline/vgtrack", "vgtrack CPU time: training", "vgtrack CPU time: statistics",
-    "vgtrack CPU time: tracking", "tracking's share of the wall time", "peak RSS per worker", "projected sweeps/full.yaml",
+    "vgtrack CPU time: tracking", "tracking's CPU at start-up", "tracking's share of the wall time", "peak RSS per worker", "projected sweeps/full.yaml",
 )
 
 
@@ -52,4 +52,5 @@ def test_the_benchmark_prints_its_table():
     assert table["runs"] == "2 x 3 epochs"
     assert set(ROWS) <= set(table)
     assert float(table["baseline: model.fit, s/run"]) > 0 and table["ratio baseline/vgtrack"].endswith("x")
+    assert float(table["tracking's CPU at start-up"].split(" s:")[0]) > 0  # MLflow was imported and a store made
     assert "median of 1" in table["vgtrack (2 workers), s/run"]

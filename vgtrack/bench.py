@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         ("vgtrack CPU time: training", f"{training - stats:.1f} s ({(training - stats) / busy:.0%})"),
         ("vgtrack CPU time: statistics", f"{stats:.1f} s ({stats / busy:.0%})"),
         ("vgtrack CPU time: tracking", f"{tracking:.1f} s ({tracking / busy:.0%}): MLflow {mlflow:.1f} s, artifact files {files:.1f} s"),
+        ("tracking's CPU at start-up", f"{median(o.store_seconds for _, o in tracked):.1f} s: MLflow's import and a new store, beside the TensorFlow import"),
         ("tracking's share of the wall time", f"{(wall - wall_off) / wall:.0%}: {wall:.1f} s with it, {wall_off:.1f} s without ({_span(walls_off)})"),
         ("peak RSS per worker", f"{max(o.worker_peak_rss_mb for _, o in tracked):.0f} MB"),
         ("projected sweeps/full.yaml", f"{projected / 60:.0f} min (1,200 runs x 500 epochs, {args.workers} workers)"),

@@ -37,6 +37,7 @@ class SweepOutcome:
     training_seconds: float = 0.0  # CPU seconds the workers spent in train_group, summed
     artifact_seconds: float = 0.0  # CPU seconds the workers spent writing history.parquet and figures
     worker_peak_rss_mb: float = 0.0  # the largest peak resident memory of a worker
+    store_seconds: float = 0.0  # CPU seconds the sweep process spent importing MLflow and opening its store, at start-up
 
     @property
     def missing(self) -> int:
@@ -192,9 +193,13 @@ def run_sweep(
     with tempfile.TemporaryDirectory(prefix="vgtrack-") as folder:
         pool = WorkerPool(workers, spec, folder, tracking)  # the workers import TensorFlow while MLflow opens its store
         try:
+            started = time.process_time()
             with long_lived():  # MLflow's modules and store, left out of the collections logging sets off
                 tracker = at_lowest_priority(open_tracker, uri, spec.experiment_name, origin) if tracking else NullTracker()
-            return _sweep(spec, grid, tracker, spec_path, progress, workers, pool)
+            opened = time.process_time() - started
+            outcome = _sweep(spec, grid, tracker, spec_path, progress, workers, pool)
+            outcome.store_seconds = opened
+            return outcome
         finally:
             gc.unfreeze()  # what long_lived froze goes back to the collector: a caller's process goes on after the sweep
             pool.terminate()
